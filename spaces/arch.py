@@ -44,7 +44,7 @@ class Arch:
         for where, op in self.layers():
             if op.cin != channels:
                 raise SpecError(f"{where} expects {op.cin} input channels but receives {channels}")
-            if isinstance(op, ConvOp) and op.after_pool and where.startswith("stem"):
+            if isinstance(op, ConvOp) and op.after_pool and not where.startswith("head"):
                 raise SpecError(f"{where}: only head convs may run after pooling")
             channels = op.cout
         pooled = [op.after_pool for op in self.head]

@@ -187,7 +187,7 @@ def _ratio_token(prefix: str, whole: int, part: int) -> str | None:
     """``prefix<ratio>`` whose decoding gives back ``part`` from ``whole``, if a short one exists."""
     for digits in (0, 1, 2, 3):
         ratio = round(part / whole, digits)
-        if ratio > 0 and (max(1, round(whole * ratio)) if prefix == "e" else max(1, int(whole * ratio))) == part:
+        if 0 < ratio and (prefix == "e" or ratio <= 1) and (max(1, round(whole * ratio)) if prefix == "e" else max(1, int(whole * ratio))) == part:
             return f"{prefix}{_fmt(ratio)}"
     return None
 

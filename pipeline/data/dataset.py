@@ -55,9 +55,7 @@ class ImageDataset:
 
     def _rows(self, name: str, limit: int | None, seed: int) -> np.ndarray:
         if name not in self._split_rows:
-            raise DataError(
-                f"{self.info.path} has no {name!r} split; splits present: {', '.join(self.splits)}"
-            )
+            raise DataError(f"{self.info.path} has no {name!r} split; splits present: {', '.join(self.splits)}")
         rows = self._split_rows[name]
         if limit is None:
             return rows
@@ -80,10 +78,7 @@ def load_dataset(path: Path) -> ImageDataset:
     if not isinstance(split_column, pa.DictionaryArray):
         split_column = split_column.dictionary_encode()
     codes = split_column.indices.to_numpy(zero_copy_only=False)
-    split_rows = {
-        name: np.flatnonzero(codes == code)
-        for code, name in enumerate(split_column.dictionary.to_pylist())
-    }
+    split_rows = {name: np.flatnonzero(codes == code) for code, name in enumerate(split_column.dictionary.to_pylist())}
     ordered = {name: split_rows[name] for name in info.splits if name in split_rows}
     return ImageDataset(info, images, labels, ordered)
 

@@ -77,9 +77,7 @@ def write_dataset(
     return read_info(out)
 
 
-def _validate(
-    images: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: Sequence[str], source: str
-) -> None:
+def _validate(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: Sequence[str], source: str) -> None:
     """Reject inconsistent arrays before anything touches the disk."""
     where = f"cannot import {source}"
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:

@@ -1,0 +1,47 @@
+"""``autospace``: the command-line entry point.
+
+Each area registers its own sub-commands; this module only wires them and turns
+the project's input errors into one ``error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline import cost_cli, run_cli
+from pipeline.config import ConfigError
+from pipeline.data import cli as data_cli
+from pipeline.data.errors import DataError
+from spaces.ops import SpecError
+
+__all__ = ["main", "build_parser"]
+
+USER_ERRORS = (ConfigError, DataError, SpecError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autospace",
+        description="Evolve NAS search spaces, search them with differentiable supernets, ship the winners.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_cli.register(commands)
+    data_cli.register(commands)
+    cost_cli.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The pipeline's one configuration object, read from one YAML file.
+
+Every section is a pydantic model with ``extra="forbid"``, so a typo is an error
+rather than a silently ignored key. :func:`load_config` turns pydantic's
+errors into one :class:`ConfigError` whose lines name the field, the bad value
+and what is allowed. ``--set section.field=value`` overrides come in through
+:func:`apply_overrides` before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "SpaceConfig",
+    "BudgetConfig",
+    "SearchConfig",
+    "EvolutionConfig",
+    "RayConfig",
+    "MlflowConfig",
+    "RetrainConfig",
+    "ExportConfig",
+    "load_config",
+    "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the images come from and how much of them a quick run uses."""
+
+    path: Path | None = Field(None, description="Parquet data set (autospace data import); null = embedded default")
+    cache_dir: Path = Field(Path("~/.cache/autospace"), description="where the embedded default is imported once")
+    train_limit: int | None = Field(None, ge=1, description="use at most this many training images (seeded)")
+    val_limit: int | None = Field(None, ge=1, description="use at most this many validation images (seeded)")
+    test_limit: int | None = Field(None, ge=1, description="use at most this many test images (seeded)")
+
+
+class SpaceConfig(_Section):
+    """The search space and the reference architecture kept in every candidate space."""
+
+    file: Path | None = Field(None, description="search-space YAML/JSON; null = the packaged default space")
+    reference: str | None = Field(None, description="reference arch string; null = MobileNetV2-style for small inputs")
+
+
+class BudgetConfig(_Section):
+    """The compute constraint: which cost, its target, and how hard it binds."""
+
+    metric: Literal["madds", "params", "latency"] = "madds"
+    target: float = Field(5e6, gt=0, description="target cost (MAdds, params, or milliseconds)")
+    reward_exponent: float = Field(-0.07, le=0, description="MnasNet w in acc*(cost/target)^w above the target")
+
+
+class SearchConfig(_Section):
+    """The differentiable supernet search run on each candidate space."""
+
+    supernet: Literal["dmasking", "densenas"] = "dmasking"
+    epochs: int = Field(4, ge=1)
+    warmup_epochs: int = Field(1, ge=0)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0, description="SGD learning rate of network weights")
+    weight_decay: float = Field(4e-5, ge=0)
+    arch_lr: float = Field(0.01, gt=0, description="Adam learning rate of architecture parameters")
+    cost_loss: Literal["fbnet", "hinge"] = "fbnet"
+    cost_beta: float = Field(0.6, ge=0, description="beta of CE*(log cost/log target)^beta")
+    cost_lambda: float = Field(1.0, ge=0, description="lambda of CE + lambda*relu(cost/target - 1)")
+    tau_start: float = Field(5.0, gt=0, description="Gumbel-softmax temperature at the start")
+    tau_end: float = Field(0.5, gt=0, description="temperature at the end (exponential decay)")
+    finetune_epochs: int = Field(1, ge=0, description="epochs fine-tuning the derived child before validation")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _warmup_shorter_than_search(self) -> SearchConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}")
+        return self
+
+
+class EvolutionConfig(_Section):
+    """The AutoSpace outer loop over candidate search spaces."""
+
+    generations: int = Field(3, ge=1)
+    spaces_per_generation: int = Field(4, ge=1, description="candidate spaces sampled per generation (Tune trials)")
+    population_per_layer: int = Field(8, ge=2, description="cells kept in each layer's population")
+    cells_per_layer: int = Field(3, ge=1, description="K: cells each candidate space offers per layer")
+    tournament_size: int = Field(3, ge=1)
+    elite: int = Field(1, ge=0, description="best spaces carried over unchanged")
+    replace_fraction: float = Field(0.25, ge=0, le=1, description="worst cells replaced by mutants per generation")
+    fitness_momentum: float = Field(0.5, ge=0, le=1, description="moving-average weight of a cell's old fitness")
+    wall_time_minutes: float | None = Field(None, gt=0, description="stop after this long (whole generations)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _k_fits_population(self) -> EvolutionConfig:
+        if self.cells_per_layer > self.population_per_layer:
+            raise ValueError(f"cells_per_layer={self.cells_per_layer} exceeds "
+                             f"population_per_layer={self.population_per_layer}")
+        return self
+
+
+class RayConfig(_Section):
+    """Where the work runs: local by default, ``address`` for an existing cluster."""
+
+    address: str | None = Field(None, description="Ray cluster address; null = start a local Ray")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray; null = all")
+    workers_per_trial: int = Field(1, ge=1, description="Ray Train data-parallel workers per search")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_concurrent_trials: int | None = Field(None, ge=1, description="null = as many as the resources allow")
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial before it is scored as failed")
+
+
+class MlflowConfig(_Section):
+    """Tracking: a SQLite store and artifact folder in the run directory unless told."""
+
+    tracking_uri: str | None = Field(None, description="null = sqlite:///<run dir>/mlflow.db")
+    experiment: str = "autospace"
+    registered_model: str = "autospace-model"
+
+
+class RetrainConfig(_Section):
+    """Training the final architectures from scratch, hyper-parameters tuned by Optuna."""
+
+    top_k: int = Field(2, ge=1, description="Pareto-front architectures to retrain")
+    epochs: int = Field(5, ge=1)
+    tuning_trials: int = Field(4, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr_range: tuple[float, float] = (0.01, 0.2)
+    weight_decay_range: tuple[float, float] = (1e-5, 1e-3)
+    label_smoothing_range: tuple[float, float] = (0.0, 0.2)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> RetrainConfig:
+        for name in ("lr_range", "weight_decay_range", "label_smoothing_range"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name}=[{low}, {high}] must satisfy 0 <= low <= high")
+        return self
+
+
+class ExportConfig(_Section):
+    """Deployable formats and the parity check against onnxruntime."""
+
+    formats: tuple[Literal["torchscript", "onnx"], ...] = ("torchscript", "onnx")
+    onnx_opset: int = Field(18, ge=13, le=23)
+    parity_atol: float = Field(1e-4, gt=0)
+
+
+class Config(_Section):
+    """The whole pipeline; every section has embedded defaults."""
+
+    out_dir: Path = Field(Path("runs/default"), description="run directory (checkpoints, MLflow store, summary)")
+    data: DataConfig = DataConfig()
+    space: SpaceConfig = SpaceConfig()
+    budget: BudgetConfig = BudgetConfig()
+    search: SearchConfig = SearchConfig()
+    evolution: EvolutionConfig = EvolutionConfig()
+    ray: RayConfig = RayConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    export: ExportConfig = ExportConfig()
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown field; check the spelling against configs/example.yaml"
+        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "model_type") and "input" in e else ""
+        if isinstance(e.get("input"), dict):
+            got = ""
+        lines.append(f"  {field}: {message}{got}")
+    return "\n".join(lines)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides (values parsed as YAML) to a raw config dict."""
+    result = dict(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+    return result
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate; ``path=None`` means every embedded default."""
+    raw: Any = {}
+    source = "embedded defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None

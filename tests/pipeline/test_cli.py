@@ -1,0 +1,67 @@
+"""The autospace CLI end to end, in-process: real files, real output, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from spaces.interchange import reference_models
+
+SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "paper_models.json"
+
+
+def test_cost_json_on_the_packaged_reference_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = SHARED_REFERENCE if SHARED_REFERENCE.exists() else None
+    if source is None:
+        from importlib import resources
+        source = tmp_path / "models.json"
+        source.write_text(resources.files("spaces").joinpath("data/paper_models.json").read_text())
+    assert main(["cost", str(source), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in records] == [m.name for m in reference_models()]
+    assert all(r["matches_reference"] for r in records)
+    assert records[0]["madds"] == 300_774_272 and records[0]["params"] == 3_504_872
+
+
+def test_cost_of_an_arch_string_with_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    arch = "input=1x8 stem=cn_k3_c8 stages=ds_k3_c8 head= classes=2"
+    assert main(["cost", arch, "--layers"]) == 0
+    out = capsys.readouterr().out
+    # stem 8*8*8*1*9 = 4608; dw 8*8*8*9 = 4608; pwl 8*8*8*8 = 4096; fc 16
+    assert "13,328" in out and "stage 0 block 0" in out and "classifier" in out
+
+
+def test_cost_reads_text_and_project_json_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arch_text = "input=1x8 stem=cn_k3_c8 stages=ds_k3_c8 head= classes=2"
+    (tmp_path / "a.txt").write_text(arch_text + "\n")
+    from spaces.arch import Arch
+    (tmp_path / "a.json").write_text(Arch.parse(arch_text).to_json())
+    for name in ("a.txt", "a.json"):
+        assert main(["cost", str(tmp_path / name), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["madds"] == 13_328
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("input=1x8 stem=cn_k4_c8 stages=ds_k3_c8 head= classes=2", "kernel k=4 must be odd"),
+    ("input=1x8 stem=cn_k3_c8 stages=xx_k3_c8 head= classes=2", "unknown block type 'xx'"),
+    ("nonexistent.json", "neither a file nor an arch string"),
+])
+def test_cost_errors_exit_2_with_a_message(arg: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cost", arg]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_run_prints_data_summary_and_reference_cost(tiny_dataset: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--set", f"data.path={tiny_dataset}", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "train 216, val 24, test 80" in out
+    assert "reference (this data set)" in out and "MobileNetV2-1.0" in out
+
+
+def test_run_with_a_bad_config_value(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--set", "budget.metric=flops"]) == 2
+    assert "budget.metric" in capsys.readouterr().err
