@@ -59,37 +59,57 @@ def random_arch(rng: random.Random) -> Arch:
 
 
 @dataclass(frozen=True)
-class Result:
-    madds: int
-    predicted_ms: float
-    measured_ms: float
+class Outcome:
+    """One runtime's figures: per-arch predictions and measurements, pooled and of the first pass."""
+
+    table: LatencyTable
+    madds: np.ndarray
+    predicted: np.ndarray
+    measured: np.ndarray
+    first_predicted: np.ndarray
+    first_measured: np.ndarray
 
 
-def run_runtime(archs: list[Arch], settings: MeasureSettings) -> tuple[LatencyTable, list[Result]]:
-    """Fill the table arch by arch, measuring each network right after its ops so drift hits both alike."""
-    table = LatencyTable.create(settings)
-    results = []
-    for arch in archs:
-        table.ensure(arch)
-        results.append(Result(arch_cost(arch).madds, table.predict(arch), measure_arch_latency(arch, settings)))
-    return table, results
+def run_runtime(archs: list[Arch], settings: MeasureSettings, rounds: int) -> Outcome:
+    """Fill a fresh table and measure every network in each of ``rounds`` passes, then take medians.
+
+    Each network is measured right after its ops are, so a burst of load on a shared
+    machine hits prediction and measurement alike; separate passes rarely hit the same one twice.
+    """
+    tables, predicted, measured = [], [], []
+    for _ in range(rounds):
+        table = LatencyTable.create(settings)
+        row_p, row_m = [], []
+        for arch in archs:
+            table.ensure(arch)
+            row_p.append(table.predict(arch))
+            row_m.append(measure_arch_latency(arch, settings))
+        tables.append(table)
+        predicted.append(row_p)
+        measured.append(row_m)
+    table = LatencyTable.median_of(tables)
+    return Outcome(table, np.array([arch_cost(a).madds for a in archs]), np.array([table.predict(a) for a in archs]),
+                   np.median(measured, axis=0), np.array(predicted[0]), np.array(measured[0]))
 
 
-def report(runtime: str, table: LatencyTable, results: list[Result], seconds: float) -> None:
-    predicted = np.array([r.predicted_ms for r in results])
-    measured = np.array([r.measured_ms for r in results])
-    madds = np.array([r.madds for r in results])
-    mape = float(np.mean(np.abs(predicted - measured) / measured) * 100)
-    s = table.settings
-    print(f"\n== {runtime}: batch {s.batch}, {s.threads} thread(s), warm-up {s.warmup}, repeats {s.repeats}; "
-          f"{len(table)} entries, overhead {table.overhead_ms * 1e3:.1f} us, {seconds:.1f} s")
-    print(f"Spearman rho (predicted vs measured): {rank_correlation(predicted, measured):.3f}")
-    print(f"Spearman rho (MAdds vs measured):     {rank_correlation(madds, measured):.3f}")
-    print(f"MAPE: {mape:.1f}%   measured range {measured.min():.3f} .. {measured.max():.3f} ms")
+def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
+    return float(np.mean(np.abs(predicted - measured) / measured) * 100)
+
+
+def report(runtime: str, rounds: int, outcome: Outcome, seconds: float) -> None:
+    table, s = outcome.table, outcome.table.settings
+    pred, meas = outcome.predicted, outcome.measured
+    print(f"\n== {runtime}: batch {s.batch}, {s.threads} thread(s), warm-up {s.warmup}, repeats {s.repeats}, "
+          f"{rounds} pass(es); {len(table)} entries, overhead {table.overhead_ms * 1e3:.1f} us, {seconds:.1f} s")
+    print(f"Spearman rho predicted vs measured: {rank_correlation(pred, meas):.3f} (median of passes), "
+          f"{rank_correlation(outcome.first_predicted, outcome.first_measured):.3f} (first pass alone)")
+    print(f"Spearman rho MAdds vs measured:     {rank_correlation(outcome.madds, meas):.3f}")
+    print(f"MAPE: {mape(pred, meas):.1f}% (median of passes), "
+          f"{mape(outcome.first_predicted, outcome.first_measured):.1f}% (first pass); "
+          f"measured {meas.min():.3f} .. {meas.max():.3f} ms")
     print(f"{'arch':>4} {'MAdds':>11} {'pred ms':>9} {'meas ms':>9} {'err %':>7}")
-    for i, r in enumerate(results):
-        err = (r.predicted_ms - r.measured_ms) / r.measured_ms * 100
-        print(f"{i:>4} {r.madds:>11,} {r.predicted_ms:>9.3f} {r.measured_ms:>9.3f} {err:>+7.1f}")
+    for i, (madds, p, m) in enumerate(zip(outcome.madds, pred, meas)):
+        print(f"{i:>4} {madds:>11,} {p:>9.3f} {m:>9.3f} {(p - m) / m * 100:>+7.1f}")
 
 
 def table_path(out: Path, runtime: str, both: bool) -> Path:
@@ -104,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="passes to take medians over (noise resistance)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="save each table here (runtime-suffixed when --runtime both)")
     args = parser.parse_args(argv)
@@ -114,10 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     for runtime in runtimes:
         settings = MeasureSettings(runtime, args.batch, args.threads, args.warmup, args.repeats)
         t0 = time.perf_counter()
-        table, results = run_runtime(archs, settings)
-        report(runtime, table, results, time.perf_counter() - t0)
+        outcome = run_runtime(archs, settings, args.rounds)
+        report(runtime, args.rounds, outcome, time.perf_counter() - t0)
         if args.out:
-            table.save(table_path(args.out, runtime, len(runtimes) > 1))
+            outcome.table.save(table_path(args.out, runtime, len(runtimes) > 1))
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
 
 

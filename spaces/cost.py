@@ -16,6 +16,7 @@ forward hooks; tests hold the two equal on random architectures.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from spaces.arch import Arch
 from spaces.encoding import encode_op
 from spaces.ops import ConvOp, MBConvOp, Op, SkipOp
 
-__all__ = ["Cost", "LayerCost", "arch_cost", "layer_costs", "op_cost", "conv_cost", "count_module"]
+__all__ = ["Cost", "LayerCost", "arch_cost", "layer_costs", "op_cost", "conv_cost", "mbconv_cost", "out_size", "count_module"]
 
 
 @dataclass(frozen=True)
@@ -51,34 +52,43 @@ class LayerCost:
     cost: Cost
 
 
-def conv_cost(cin: float, cout: float, k: int, out_size: float, groups: float = 1, bias: bool = False,
-              bn: bool = False) -> tuple[float, float]:
+def conv_cost(cin: Any, cout: Any, k: int, hw_out: Any, groups: Any = 1, bias: bool = False,
+              bn: bool = False) -> tuple[Any, Any]:
     """(MAdds, params) of one conv; channels may be fractional *expected* widths (supernets).
 
     Depthwise convs pass ``groups=cin``.
     """
     weights = cout * cin / groups * k * k
-    return weights * out_size * out_size, weights + (cout if bias else 0) + (2 * cout if bn else 0)
+    return weights * hw_out * hw_out, weights + (cout if bias else 0) + (2 * cout if bn else 0)
 
 
-def _out_size(size: int, stride: int) -> int:
+def out_size(size: int, stride: int) -> int:
+    """Spatial size after a 'same'-padded conv of ``stride`` (rounds up)."""
     return -(-size // stride)
+
+
+def mbconv_cost(cin: Any, mid: Any, cout: Any, k: int, hw_in: Any, hw_out: Any, *, has_pw: bool = True,
+                se_reduced: Any = None, bias: bool = False, pw_groups: int = 1, pwl_groups: int = 1) -> tuple[Any, Any]:
+    """(MAdds, params) of an MBConv; numbers or tensors, so supernets reuse it for expected costs."""
+    parts = [conv_cost(mid, mid, k, hw_out, mid, bias, bn=True),
+             conv_cost(mid, cout, 1, hw_out, pwl_groups, bias, bn=True)]
+    if has_pw:
+        parts.append(conv_cost(cin, mid, 1, hw_in, pw_groups, bias, bn=True))
+    if se_reduced is not None:
+        parts += [conv_cost(mid, se_reduced, 1, 1, bias=True), conv_cost(se_reduced, mid, 1, 1, bias=True)]
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 def op_cost(op: Op, input_size: int) -> Cost:
     """Exact cost of one op on a square input of ``input_size`` (1 for pooled head convs)."""
     if isinstance(op, SkipOp):
         return Cost()
-    out = _out_size(input_size, op.stride)
+    out = out_size(input_size, op.stride)
     if isinstance(op, ConvOp):
         return _as_cost(conv_cost(op.cin, op.cout, op.k, out, op.groups, op.bias, op.bn))
-    parts = [conv_cost(op.mid, op.mid, op.k, out, op.mid, op.bias, bn=True),
-             conv_cost(op.mid, op.cout, 1, out, op.pwl_groups, op.bias, bn=True)]
-    if op.has_pw:
-        parts.append(conv_cost(op.cin, op.mid, 1, input_size, op.pw_groups, op.bias, bn=True))
-    if op.se is not None:
-        parts += [conv_cost(op.mid, op.se.reduced, 1, 1, bias=True), conv_cost(op.se.reduced, op.mid, 1, 1, bias=True)]
-    return _as_cost((sum(p[0] for p in parts), sum(p[1] for p in parts)))
+    return _as_cost(mbconv_cost(op.cin, op.mid, op.cout, op.k, input_size, out, has_pw=op.has_pw,
+                                se_reduced=op.se.reduced if op.se else None, bias=op.bias,
+                                pw_groups=op.pw_groups, pwl_groups=op.pwl_groups))
 
 
 def _as_cost(pair: tuple[float, float]) -> Cost:
@@ -92,7 +102,7 @@ def layer_costs(arch: Arch) -> list[LayerCost]:
     for where, op in arch.layers():
         op_input = 1 if isinstance(op, ConvOp) and op.after_pool else size
         rows.append(LayerCost(where, encode_op(op), op_input, op_cost(op, op_input)))
-        size = _out_size(size, op.stride)
+        size = out_size(size, op.stride)
     features, classes = arch.feature_channels, arch.num_classes
     rows.append(LayerCost("classifier", f"fc_{features}x{classes}", 1,
                           Cost(features * classes, features * classes + classes)))

@@ -75,7 +75,7 @@ def _token_key(token: str, text: str) -> str:
                 return prefix
             if prefix in ("se", "e") and _NUM.match(value):
                 return prefix
-            if _INT.match(value):
+            if _INT.match(value) and prefix != "sa":
                 return prefix
     raise SpecError(f"bad token {token!r} in {text!r}; see spaces.encoding for the grammar")
 

@@ -30,7 +30,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -241,6 +241,18 @@ class LatencyTable:
         settings = settings or MeasureSettings()
         return cls(settings, settings.measure(nn.Identity(), (1, 1, 1)))
 
+    @classmethod
+    def median_of(cls, tables: Sequence[LatencyTable]) -> LatencyTable:
+        """Per-entry median of tables measured in separate passes: one pass can hit a burst of load
+        on a shared machine, several interleaved passes rarely hit the same entry."""
+        first, keys = tables[0], set(tables[0].entries)
+        for other in tables[1:]:
+            if other.settings != first.settings or set(other.entries) != keys:
+                raise ValueError("median_of needs tables with equal settings and the same entries; "
+                                 "fill each with the same ensure/measure_missing calls")
+        return cls(first.settings, statistics.median(t.overhead_ms for t in tables),
+                   {k: statistics.median(t.entries[k] for t in tables) for k in keys}, first.environment)
+
     @property
     def entries(self) -> Mapping[LatencyKey, float]:
         return MappingProxyType(self._entries)
@@ -297,8 +309,9 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write JSON atomically (temp file + rename), so readers never see half a table."""
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(self.to_dict(), f, indent=1)

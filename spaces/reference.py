@@ -2,7 +2,7 @@
 
 AutoSpace keeps a known-good architecture in every candidate space so that no
 space is worse than it and the evolution starts from a good region. This one
-follows MobileNetV2's stage layout with a stride-1 stem (small images cannot
+follows MobileNetV2's stage layout (its first block has no residual, as there) with a stride-1 stem (small images cannot
 afford an early downsample), expansion 3 and a 256-wide head: about 4.6M MAdds
 and 106K parameters on 28x28x1 with 10 classes.
 """
@@ -13,7 +13,7 @@ from spaces.arch import Arch
 
 __all__ = ["REFERENCE_STAGES", "reference_arch"]
 
-REFERENCE_STAGES = "ds_k3_c16_relu6|ir_r2_k3_s2_e3_c24_relu6|ir_r2_k3_s2_e3_c40_relu6|ir_r2_k3_s2_e3_c80_relu6"
+REFERENCE_STAGES = "ds_k3_c16_relu6_nores|ir_r2_k3_s2_e3_c24_relu6|ir_r2_k3_s2_e3_c40_relu6|ir_r2_k3_s2_e3_c80_relu6"
 
 
 def reference_arch(in_channels: int, input_size: int, num_classes: int) -> Arch:

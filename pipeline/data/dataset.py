@@ -50,7 +50,7 @@ class ImageDataset:
         if normalize:
             mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, -1, 1, 1)
             std = torch.tensor(self.info.std, dtype=torch.float32).view(1, -1, 1, 1)
-            x.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std)))
+            x.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std)))  # a constant channel has std 0
         return x, torch.from_numpy(self._labels[rows].astype(np.int64))
 
     def _rows(self, name: str, limit: int | None, seed: int) -> np.ndarray:
@@ -84,7 +84,7 @@ def load_dataset(path: Path) -> ImageDataset:
 
 
 def _image_array(column: pa.ChunkedArray, info: DatasetInfo, path: Path) -> np.ndarray:
-    """Zero-copy uint8 [N, H, W, C] view of the ``image`` column."""
+    """uint8 [N, H, W, C] view of the ``image`` column (copied only if it spans several chunks)."""
     channels, height, width = info.shape
     row_bytes = channels * height * width
     if column.type != pa.binary(row_bytes) or column.null_count:

@@ -45,7 +45,7 @@ class DatasetInfo:
     source: str
     val_seed: int
     val_fraction: float
-    path: Path | None = None
+    path: Path
 
     @property
     def num_classes(self) -> int:
@@ -68,11 +68,11 @@ class DatasetInfo:
             "source": self.source,
             "val_seed": self.val_seed,
             "val_fraction": self.val_fraction,
-            "path": None if self.path is None else str(self.path),
+            "path": str(self.path),
         }
 
     def to_metadata(self) -> dict[bytes, bytes]:
-        """The Parquet schema metadata that stores this info (the path is not stored)."""
+        """The Parquet schema metadata that stores this info (the path is where it is, so it is not stored)."""
         fields = self.to_dict()
         del fields["path"]
         return {METADATA_KEY: json.dumps(fields).encode()}

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.data.errors import DataError
-from pipeline.data.info import SCHEMA_VERSION, SPLITS, DatasetInfo, read_info
+from pipeline.data.info import SCHEMA_VERSION, SPLITS, DatasetInfo
 from pipeline.data.splits import carve_split
 
 __all__ = ["write_dataset"]
@@ -45,9 +45,9 @@ def write_dataset(
     place, so ``out`` is either the complete new file or left untouched.
     """
     out = Path(out)
-    labels = np.asarray(labels)
-    _validate(images, labels, np.asarray(splits), classes, source)
-    splits = carve_split(labels, np.asarray(splits), into="val", fraction=val_fraction, seed=seed)
+    labels, splits = np.asarray(labels), np.asarray(splits)
+    _validate(images, labels, splits, classes, source)
+    splits = carve_split(labels, splits, into="val", fraction=val_fraction, seed=seed)
     counts = {name: int(np.count_nonzero(splits == name)) for name in SPLITS}
     mean, std = _channel_stats(images[splits == "train"])
     num_rows, height, width, channels = images.shape
@@ -61,6 +61,7 @@ def write_dataset(
         source=source,
         val_seed=seed,
         val_fraction=val_fraction,
+        path=out,
     )
     label_type = pa.int16() if len(classes) <= np.iinfo(np.int16).max else pa.int32()
     pixels = np.ascontiguousarray(images).reshape(num_rows, -1)
@@ -74,7 +75,7 @@ def write_dataset(
         }
     ).replace_schema_metadata(info.to_metadata())
     _write_atomically(table, out)
-    return read_info(out)
+    return info
 
 
 def _validate(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: Sequence[str], source: str) -> None:

@@ -28,6 +28,7 @@ from pipeline.data import (
     write_dataset,
 )
 from pipeline.data import cli as data_cli
+from pipeline.data.dataset import _image_array
 
 FASHION = defaults.FASHION_MNIST_DIR
 HAS_FASHION = (FASHION / "train-images-idx3-ubyte.gz").is_file()
@@ -66,9 +67,9 @@ def make_idx_dir(root: Path, *, gz: bool = True, n_train: int = 40, n_test: int 
     return arrays
 
 
-def pairs(images: np.ndarray, labels: np.ndarray) -> list[tuple[bytes, int]]:
+def pairs(images: np.ndarray, labels: np.ndarray | torch.Tensor) -> list[tuple[bytes, int]]:
     """Order-free view of (image, label) rows, for comparing splits with their sources."""
-    return sorted((image.tobytes(), int(label)) for image, label in zip(images, labels, strict=True))
+    return sorted((image.tobytes(), int(label)) for image, label in zip(images, np.asarray(labels), strict=True))
 
 
 def as_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
@@ -365,7 +366,9 @@ def test_npz_rejects_bad_image_arrays(tmp_path: Path, images: np.ndarray, messag
 # --- writing: atomicity and validation ---------------------------------------------------------
 
 
-def test_failed_import_leaves_existing_output_untouched_and_no_temp_files(tmp_path: Path, monkeypatch) -> None:
+def test_failed_import_leaves_existing_output_untouched_and_no_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "data.parquet"
@@ -431,6 +434,21 @@ def test_reading_foreign_or_outdated_files_asks_for_reimport(tmp_path: Path) -> 
         read_info(tmp_path / "missing.parquet")
 
 
+def test_loading_handles_many_row_groups_and_sliced_columns(tmp_path: Path) -> None:
+    make_idx_dir(tmp_path / "mnist")
+    info = import_dataset("idx", tmp_path / "mnist", tmp_path / "one.parquet")
+    table = pq.read_table(info.path)
+    pq.write_table(table, tmp_path / "many.parquet", row_group_size=7)  # keeps the schema metadata
+    one, many = load_dataset(info.path), load_dataset(tmp_path / "many.parquet")
+    for split in one.splits:
+        assert all(torch.equal(a, b) for a, b in zip(one.split(split), many.split(split), strict=True))
+
+    column = table.column("image").combine_chunks()
+    sliced = pa.chunked_array([column.slice(5)])
+    expected = np.frombuffer(column.buffers()[1], dtype=np.uint8).reshape(-1, 6, 5, 1)[5:]
+    np.testing.assert_array_equal(_image_array(sliced, info, info.path), expected)
+
+
 def test_split_limit_is_a_seeded_sample_of_the_split(tmp_path: Path) -> None:
     make_idx_dir(tmp_path / "mnist", n_train=80)
     data = load_dataset(import_dataset("idx", tmp_path / "mnist", tmp_path / "out.parquet").path)
@@ -478,7 +496,7 @@ def test_cli_import_then_info_json(tmp_path: Path, capsys: pytest.CaptureFixture
 # --- defaults ---------------------------------------------------------------------------------
 
 
-def test_default_dataset_falls_back_to_digits(tmp_path: Path, monkeypatch) -> None:
+def test_default_dataset_falls_back_to_digits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(defaults, "FASHION_MNIST_DIR", tmp_path / "no-such-dir")
     path = default_dataset(tmp_path / "cache")
     assert path == tmp_path / "cache" / "digits.parquet"
@@ -494,7 +512,9 @@ def test_default_dataset_falls_back_to_digits(tmp_path: Path, monkeypatch) -> No
     assert path.stat().st_mtime_ns == modified
 
 
-def test_default_dataset_imports_idx_files_from_the_fashion_dir_once(tmp_path: Path, monkeypatch) -> None:
+def test_default_dataset_imports_idx_files_from_the_fashion_dir_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_idx_dir(tmp_path / "fashion", classes=10)
     monkeypatch.setattr(defaults, "FASHION_MNIST_DIR", tmp_path / "fashion")
     path = default_dataset(tmp_path / "cache")
