@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from types import MappingProxyType
 from typing import Any
@@ -170,8 +170,8 @@ def _onnxruntime_call(module: nn.Module, x: torch.Tensor, threads: int) -> Calla
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the legacy exporter warns that it is deprecated
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"])
+        torch.onnx.export(module, (x,), buffer,  # type: ignore[arg-type]  # the stub omits file objects
+                          dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -181,7 +181,7 @@ def _onnxruntime_call(module: nn.Module, x: torch.Tensor, threads: int) -> Calla
 
 
 # ---- keys and the modules they stand for ------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _op_name(op: Op) -> str:
     """``encode_op`` memoised: lookups happen in search inner loops."""
     return encode_op(op)

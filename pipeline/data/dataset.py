@@ -45,13 +45,16 @@ class ImageDataset:
         reproducible, roughly class-balanced sample for smoke runs.
         """
         rows = self._rows(name, limit, seed)
-        pixels = torch.from_numpy(self._images[rows])
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+        channels, height, width = self.info.shape
+        # numpy casts, transposes and scales in one pass, several times faster than torch's uint8 -> float on CPU
+        x = np.empty((len(rows), channels, height, width), dtype=np.float32)
+        np.divide(self._images[rows].transpose(0, 3, 1, 2), np.float32(255), out=x, dtype=np.float32)
         if normalize:
-            mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, -1, 1, 1)
-            std = torch.tensor(self.info.std, dtype=torch.float32).view(1, -1, 1, 1)
-            x.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std)))  # a constant channel has std 0
-        return x, torch.from_numpy(self._labels[rows].astype(np.int64))
+            mean = np.asarray(self.info.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(self.info.std, dtype=np.float32).reshape(1, -1, 1, 1)
+            x -= mean
+            x /= np.where(std > 0, std, np.float32(1))  # a constant channel has std 0
+        return torch.from_numpy(x), torch.from_numpy(self._labels[rows].astype(np.int64))
 
     def _rows(self, name: str, limit: int | None, seed: int) -> np.ndarray:
         if name not in self._split_rows:

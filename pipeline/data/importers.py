@@ -62,6 +62,11 @@ class RawDataset:
         )
 
 
+def class_name(value: object) -> str:
+    """A class name from a stored value; pickles and npz files often hold bytes."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def default_class_names(labels: np.ndarray) -> tuple[str, ...]:
     """Names "0", "1", ... up to the largest label, for formats that store no names."""
     return tuple(str(label) for label in range(int(labels.max()) + 1)) if len(labels) else ()
@@ -240,7 +245,7 @@ def read_cifar(src: Path) -> RawDataset:
     if not train:
         raise DataError(f"{src} has {meta.name} but no training batches (data_batch_* or train)")
     names = _batch_field(_load_pickle(meta), names_key, meta)
-    classes = [name.decode() if isinstance(name, bytes) else str(name) for name in names]
+    classes = [class_name(name) for name in names]
     parts = {"train": _read_cifar_batches(train, label_key)}
     if test.is_file():
         parts["test"] = _read_cifar_batches([test], label_key)
@@ -354,7 +359,7 @@ def read_npz(src: Path) -> RawDataset:
     if len(shapes) > 1:
         raise DataError(f"{src}: train and test images differ in shape {sorted(shapes)}; they must share H, W, C")
     labels = np.concatenate([labels for _, labels in parts.values()])
-    classes = [str(name) for name in arrays["classes"]] if "classes" in arrays else default_class_names(labels)
+    classes = [class_name(name) for name in arrays["classes"]] if "classes" in arrays else default_class_names(labels)
     return RawDataset.from_parts(parts, classes)
 
 

@@ -119,7 +119,7 @@ def read_schema(path: Path) -> pa.Schema:
     """The Arrow schema of a Parquet file, read from its footer only."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist; create it with `autospace data import`")
+        raise DataError(f"data file {path} does not exist or is not a file; create it with `autospace data import`")
     try:
         return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:

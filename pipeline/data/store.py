@@ -135,7 +135,10 @@ def _write_atomically(table: pa.Table, out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            pq.write_table(table, temp, use_dictionary=["split"], write_statistics=["label", "split"])
+            # LZ4 compresses pixels as well as snappy but decodes about 3x faster
+            pq.write_table(
+                table, temp, compression="lz4", use_dictionary=["split"], write_statistics=["label", "split"]
+            )
             os.replace(temp, out)
         finally:
             temp.unlink(missing_ok=True)

@@ -79,21 +79,24 @@ def as_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
     return pixels.astype(np.uint8)
 
 
-def write_pickle(path: Path, obj: object) -> None:
-    path.write_bytes(pickle.dumps(obj))
+def write_pickle(path: Path, obj: object, protocol: int = pickle.DEFAULT_PROTOCOL) -> None:
+    payload = pickle.dumps(obj, protocol=protocol)
+    if protocol == 2:  # name numpy's helpers the way numpy 1.x did, as in the official CIFAR downloads
+        payload = payload.replace(b"numpy._core.", b"numpy.core.")
+    path.write_bytes(payload)
 
 
-def make_cifar10_dir(root: Path) -> dict:
+def make_cifar10_dir(root: Path, protocol: int = pickle.DEFAULT_PROTOCOL) -> dict:
     root.mkdir()
     rng = np.random.default_rng(3)
     batches = {}
     for name, n in (("data_batch_1", 20), ("data_batch_2", 20), ("test_batch", 10)):
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(v) for v in balanced_labels(n, 10)]
-        write_pickle(root / name, {b"batch_label": name.encode(), b"data": data, b"labels": labels})
+        write_pickle(root / name, {b"batch_label": name.encode(), b"data": data, b"labels": labels}, protocol)
         batches[name] = (data, labels)
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    write_pickle(root / "batches.meta", {b"label_names": names, b"num_vis": 3072})
+    write_pickle(root / "batches.meta", {b"label_names": names, b"num_vis": 3072}, protocol)
     return batches
 
 
@@ -218,8 +221,9 @@ def test_idx_wrong_magic_and_count_mismatch(tmp_path: Path) -> None:
 # --- cifar ------------------------------------------------------------------------------------
 
 
-def test_cifar10_import_converts_chw_rows_and_decodes_names(tmp_path: Path) -> None:
-    batches = make_cifar10_dir(tmp_path / "cifar-10-batches-py")
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_import_converts_chw_rows_and_decodes_names(tmp_path: Path, protocol: int) -> None:
+    batches = make_cifar10_dir(tmp_path / "cifar-10-batches-py", protocol)
     info = import_dataset("cifar", tmp_path / "cifar-10-batches-py", tmp_path / "out.parquet")
     assert info.counts == {"train": 36, "val": 4, "test": 10}
     assert info.shape == (3, 32, 32)

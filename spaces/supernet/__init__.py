@@ -1,0 +1,8 @@
+"""Differentiable supernets over a :class:`spaces.space.SearchSpace`."""
+
+from spaces.supernet.dmasking import ArchChoice, ArchSample, DMaskingSupernet
+from spaces.supernet.gumbel import gumbel_softmax, temperature
+from spaces.supernet.masking import SpatialMasks, channel_mask, resize_input
+
+__all__ = ["ArchChoice", "ArchSample", "DMaskingSupernet", "SpatialMasks", "channel_mask", "gumbel_softmax",
+           "resize_input", "temperature"]
