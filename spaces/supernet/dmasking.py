@@ -149,6 +149,14 @@ class DMaskingSupernet(nn.Module):
             widths=[hot(len(p), w) for p, w in zip(self.width_logits, choice.widths)],
             resolution=hot(len(self.space.resolutions), choice.resolution))
 
+    def mean_sample(self) -> ArchSample:
+        """The noiseless relaxed sample, softmax of the logits: what expected costs are reported at."""
+        def probs(p: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(p.detach(), 0)
+
+        return ArchSample(ops=[[probs(p) for p in stage] for stage in self._stage_logits()],
+                          widths=[probs(p) for p in self.width_logits], resolution=probs(self.resolution_logits))
+
     def probabilities(self) -> dict[str, list[list[float]] | list[float]]:
         """Softmax of every architecture logit: the per-cell evidence AutoSpace scores cells by."""
         with torch.no_grad():

@@ -15,7 +15,7 @@ from spaces.cost import arch_cost, count_module
 from spaces.interchange import FORMAT, arch_from_model, arch_to_model, load_interchange, reference_models
 from spaces.modules import ChildNet
 from spaces.ops import MBConvOp, SpecError
-from tests.spaces.random_archs import random_arch
+from tests.spaces.random_archs import random_arch, single_threaded_torch  # noqa: F401 (autouse fixture)
 
 SHARED = Path("/work/shared/reference/paper_models.json")
 PACKAGED = json.loads(resources.files("spaces").joinpath("data/paper_models.json").read_text())
@@ -113,10 +113,6 @@ def test_reference_models_export_round_trip(name):
     assert back.published is None and back.reference_count is None
 
 
-def _stride_grouped(arch: Arch) -> list[int]:
-    return [i for i, op in enumerate(arch.blocks) if op.stride == 2]
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_random_arch_model_round_trip(seed):
     rng = random.Random(seed)
@@ -173,7 +169,7 @@ def _set(path, value):
     (_set(["blocks", 2, "type"], "fused"), r"block 2: type='fused' is not one of conv, mbconv, skip"),
     (_set(["blocks", 2], {"type": "skip", "cin": 24, "cout": 32}), r"block 2: a skip must keep its channels"),
     (_set(["blocks", 5, "se"], {"act": "relu"}), r"MobileNetV2-1.0: malformed layer \('reduced'\)"),
-    (_set(["blocks", 0, "cin"], 16), r"stage 0 block 0 expects 16 input channels but receives 32"),
+    (_set(["blocks", 1, "cout"], 32), r"stage 1 block 1 expects 24 input channels but receives 32"),
     (_set(["blocks", 1, "k"], 4), r"kernel k=4 must be odd"),
     (_set(["classifier", "cin"], 1024), r"classifier 1024->1000 does not match features 1280 -> num_classes 1000"),
     (_set(["num_classes"], 10), r"classifier 1280->1000 does not match features 1280 -> num_classes 10"),

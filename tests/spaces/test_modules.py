@@ -12,7 +12,7 @@ from torch import nn
 from spaces.arch import Arch
 from spaces.modules import ChildNet, ConvBNAct, MBConv, SqueezeExcite, activation, build_op
 from spaces.ops import ConvOp, MBConvOp, SEOp, SkipOp
-from tests.spaces.random_archs import random_arch
+from tests.spaces.random_archs import random_arch, single_threaded_torch  # noqa: F401 (autouse fixture)
 
 SIZES = (8, 15, 28, 32)
 
@@ -21,11 +21,6 @@ def _ceil_chain(size, strides):
     for s in strides:
         size = math.ceil(size / s)
     return size
-
-
-@pytest.fixture(autouse=True)
-def _seed_torch():
-    torch.manual_seed(0)
 
 
 @pytest.mark.parametrize("size", SIZES)
