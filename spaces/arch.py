@@ -40,6 +40,8 @@ class Arch:
                             ("num_classes", self.num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SpecError(f"{name}={value!r} must be a positive integer")
+        if any(not stage for stage in self.stages):
+            raise SpecError("every stage needs at least one block (an empty stage cannot be written as a string)")
         channels = self.in_channels
         for where, op in self.layers():
             if op.cin != channels:
@@ -67,9 +69,11 @@ class Arch:
 
     @property
     def feature_channels(self) -> int:
-        """Channels entering the classifier."""
-        *_, (_, last) = self.layers()
-        return last.cout
+        """Channels entering the classifier (the input's when there are no layers)."""
+        channels = self.in_channels
+        for _, op in self.layers():
+            channels = op.cout
+        return channels
 
     # ---- string and JSON forms -------------------------------------------------
     def to_sections(self) -> dict[str, Any]:
@@ -120,6 +124,8 @@ class Arch:
     @classmethod
     def from_sections(cls, sections: dict[str, Any]) -> Arch:
         in_channels, size = _parse_input(str(sections["input"]))
+        if in_channels < 1 or size < 1:
+            raise SpecError(f"input={sections['input']!r}: channels and size must be positive")
         try:
             classes = int(sections["classes"])
         except (TypeError, ValueError):

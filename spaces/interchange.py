@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from spaces.arch import Arch
 from spaces.ops import ConvOp, MBConvOp, Op, SEOp, SkipOp, SpecError
@@ -38,12 +38,26 @@ def _get(layer: dict[str, Any], key: str, where: str) -> Any:
     return layer[key]
 
 
+def _located(build: Callable[[dict[str, Any], str], Op]) -> Callable[[dict[str, Any], str], Op]:
+    """Prefix an op constructor's error with the layer it came from."""
+    def wrapper(layer: dict[str, Any], where: str) -> Op:
+        try:
+            return build(layer, where)
+        except SpecError as err:
+            if str(err).startswith(where):
+                raise
+            raise SpecError(f"{where}: {err}") from None
+    return wrapper
+
+
+@_located
 def _conv(layer: dict[str, Any], where: str) -> ConvOp:
     return ConvOp(cin=_get(layer, "cin", where), cout=_get(layer, "cout", where), k=_get(layer, "k", where),
                   s=layer.get("s", 1), groups=layer.get("groups", 1), act=layer.get("act", "none"),
                   bn=layer.get("bn", True), bias=layer.get("bias", False), after_pool=layer.get("after_pool", False))
 
 
+@_located
 def _block(layer: dict[str, Any], where: str) -> Op:
     kind = _get(layer, "type", where)
     if kind == "conv":
@@ -85,6 +99,10 @@ def arch_from_model(model: dict[str, Any]) -> NamedArch:
                             f"features {arch.feature_channels} -> num_classes {classes}")
     except (TypeError, KeyError) as err:
         raise SpecError(f"{name}: malformed layer ({err})") from None
+    except SpecError as err:
+        if str(err).startswith(name):
+            raise
+        raise SpecError(f"{name}: {err}") from None
     return NamedArch(name, arch, model.get("published"), model.get("reference_count"))
 
 

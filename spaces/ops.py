@@ -128,6 +128,8 @@ class MBConvOp:
             )
         if self.has_pw:
             _check_groups("pw_groups", self.pw_groups, self.cin, self.mid)
+        elif self.pw_groups != 1:
+            raise SpecError(f"pw_groups={self.pw_groups} needs a pointwise expansion (has_pw); use 1")
         _check_groups("pwl_groups", self.pwl_groups, self.mid, self.cout)
         if self.residual and not self.residual_allowed:
             raise SpecError(

@@ -120,7 +120,7 @@ def test_random_archs_are_varied():
     ("input=3x stages=ir_e6_c8 classes=10", r"input='3x' must be CHANNELSxSIZE"),
     ("input=28 stages=ir_e6_c8 classes=10", r"input='28' must be CHANNELSxSIZE"),
     ("input=3x28x28 stages=ir_e6_c8 classes=10", r"input='3x28x28' must be CHANNELSxSIZE"),
-    ("input=3x0 stages=ir_e6_c8 classes=10", r"input_size=0 must be a positive integer"),
+    ("input=3x0 stages=ir_e6_c8 classes=10", r"input=.3x0.: channels and size must be positive"),
     ("input=3x8 stages=ir_e6_c8 classes=ten", r"classes='ten' must be a positive integer"),
     ("input=3x8 stages=ir_e6_c8 classes=0", r"num_classes=0 must be a positive integer"),
     ("input=3x8 stem=ir_e1_c8 stages=ir_e6_c8 classes=10", r"stem may hold only cn_ convs"),
