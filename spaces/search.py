@@ -186,8 +186,8 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     w_opt = torch.optim.SGD(weights, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
     a_opt = torch.optim.Adam(arch_params, lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=settings.epochs)
-    gumbel, data_order = torch.Generator().manual_seed(settings.seed + 1), torch.Generator().manual_seed(
-        settings.seed + 2)
+    # Separate seeded streams so that resuming restores each exactly.
+    gumbel, data_order, val_order = (torch.Generator().manual_seed(settings.seed + i) for i in (1, 2, 3))
     history: list[dict] = []
     first_epoch = 0
     if checkpoint is not None and checkpoint.exists():
@@ -198,8 +198,8 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         schedule.load_state_dict(state["schedule"])
         gumbel.set_state(state["gumbel"])
         data_order.set_state(state["data_order"])
+        val_order.set_state(state["val_order"])
         history, first_epoch = state["history"], state["epoch"]
-    val_order = torch.Generator().manual_seed(settings.seed + 3)
     metric = 0 if settings.budget_metric == "madds" else 1
 
     for epoch in range(first_epoch, settings.epochs):
@@ -238,7 +238,8 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
             _save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "epoch": epoch + 1,
                               "net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
                               "schedule": schedule.state_dict(), "gumbel": gumbel.get_state(),
-                              "data_order": data_order.get_state(), "history": history}, checkpoint)
+                              "data_order": data_order.get_state(), "val_order": val_order.get_state(),
+                              "history": history}, checkpoint)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Iterator
+
 import numpy as np
 import pytest
+import torch
 
 from pipeline.data import write_dataset
 
@@ -25,3 +28,25 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "tiny.parquet"
     write_dataset(out, images, labels, splits, ["a", "b", "c", "d"], source="synthetic quadrants")
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_threaded_torch() -> Iterator[None]:
+    """Run torch on one thread for the whole session.
+
+    The networks in tests are tiny: on a shared 2-core machine intra-op threads only
+    add spin-wait contention; and one fixed thread count keeps float reductions, and
+    so seeded results, identical between tests.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch() -> None:
+    """Seed torch before every test so random inputs are reproducible."""
+    torch.manual_seed(0)

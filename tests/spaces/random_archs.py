@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
 
-import pytest
-import torch
 
 from spaces.arch import Arch
 from spaces.encoding import decode_op, encode_op
 from spaces.ops import ACTIVATIONS, GATES, ConvOp, MBConvOp, Op, SEOp, SkipOp, SpecError
 
-__all__ = ["random_arch", "random_conv", "random_mbconv", "random_op", "single_threaded_torch"]
+__all__ = ["random_arch", "random_conv", "random_mbconv", "random_op"]
 
 _CHANNELS = (4, 6, 8, 12, 16)
 _KERNELS = (1, 3, 5, 7)
@@ -114,19 +111,3 @@ def random_arch(rng: random.Random, input_size: int = 16, in_channels: int = 3, 
         head.append(random_conv(rng, channels, stride=1, after_pool=True))
     return Arch(input_size=input_size, in_channels=in_channels, num_classes=num_classes,
                 stem=tuple(stem), stages=tuple(stages), head=tuple(head))
-
-
-@pytest.fixture(autouse=True)
-def single_threaded_torch() -> Iterator[None]:
-    """Run torch on one thread and seed it (import into a test module to apply it there).
-
-    The networks here are tiny: on a shared 2-core machine, intra-op threads only add
-    spin-wait contention (10x slower), and seeding keeps inputs reproducible.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

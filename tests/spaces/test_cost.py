@@ -12,7 +12,7 @@ from spaces.arch import Arch
 from spaces.cost import Cost, arch_cost, conv_cost, count_module, layer_costs, op_cost
 from spaces.modules import ChildNet, build_op
 from spaces.ops import ConvOp, MBConvOp, SEOp, SkipOp
-from tests.spaces.random_archs import random_arch, random_op, single_threaded_torch  # noqa: F401 (autouse fixture)
+from tests.spaces.random_archs import random_arch, random_op
 
 
 def test_cost_adds_and_serialises():

@@ -15,7 +15,7 @@ from spaces.cost import arch_cost, count_module
 from spaces.interchange import FORMAT, arch_from_model, arch_to_model, load_interchange, reference_models
 from spaces.modules import ChildNet
 from spaces.ops import MBConvOp, SpecError
-from tests.spaces.random_archs import random_arch, single_threaded_torch  # noqa: F401 (autouse fixture)
+from tests.spaces.random_archs import random_arch
 
 SHARED = Path("/work/shared/reference/paper_models.json")
 PACKAGED = json.loads(resources.files("spaces").joinpath("data/paper_models.json").read_text())

@@ -12,7 +12,7 @@ from torch import nn
 from spaces.arch import Arch
 from spaces.modules import ChildNet, ConvBNAct, MBConv, SqueezeExcite, activation, build_op
 from spaces.ops import ConvOp, MBConvOp, SEOp, SkipOp
-from tests.spaces.random_archs import random_arch, single_threaded_torch  # noqa: F401 (autouse fixture)
+from tests.spaces.random_archs import random_arch
 
 SIZES = (8, 15, 28, 32)
 

@@ -1,0 +1,99 @@
+"""The bilevel search loop on a tiny space: determinism, resume, cost pressure, result fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from spaces.cost import arch_cost
+from spaces.search import SearchSettings, cost_aware_loss, search
+from tests.spaces.tiny_space import quadrant_data, tiny_space
+
+SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, lr=0.1, arch_lr=0.05, finetune_epochs=1,
+                          target=2e5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return search(tiny_space(), quadrant_data(n_train=256), SETTINGS)
+
+
+def test_result_is_a_member_with_consistent_costs(result) -> None:
+    space = tiny_space()
+    assert space.contains(result.arch)
+    assert result.cost == arch_cost(result.arch)
+    assert 0.0 <= result.val_accuracy <= 1.0
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[0]["arch_loss"] is None and result.history[1]["arch_loss"] is not None
+    probs = result.probabilities
+    assert len(probs["cells"]) == len(space.stages) and len(probs["resolution"]) == len(space.resolutions)
+    for stage in probs["cells"]:
+        for layer in stage:
+            assert sum(layer) == pytest.approx(1.0)
+
+
+def test_learns_the_task(result) -> None:
+    # quadrant brightness is trivially learnable: far above the 25% of chance
+    assert result.val_accuracy > 0.6
+
+
+def test_same_seed_same_search(result) -> None:
+    again = search(tiny_space(), quadrant_data(n_train=256), SETTINGS)
+    assert again.arch == result.arch and again.probabilities == result.probabilities
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tmp_path: Path, result) -> None:
+    checkpoint = tmp_path / "search.pt"
+    partial = SearchSettings(**{**SETTINGS.__dict__, "epochs": 3})
+    seen: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record: dict) -> None:
+        seen.append(record["epoch"])
+        if record["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        search(tiny_space(), quadrant_data(n_train=256), partial, checkpoint=checkpoint, on_epoch=stop_after_two)
+    resumed = search(tiny_space(), quadrant_data(n_train=256), partial, checkpoint=checkpoint, on_epoch=lambda r: seen.append(
+        r["epoch"]))
+    assert seen == [0, 1, 2]
+    assert resumed.arch == result.arch and resumed.probabilities == result.probabilities
+
+
+def test_checkpoint_of_another_space_is_refused(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "search.pt"
+    search(tiny_space(), quadrant_data(n_train=256), SearchSettings(**{**SETTINGS.__dict__, "epochs": 2}),
+           checkpoint=checkpoint)
+    other = tiny_space().adapted(in_channels=1, num_classes=4, resolutions=(12,))
+    with pytest.raises(ValueError, match="another format or search space"):
+        search(other, quadrant_data(n_train=256), SETTINGS, checkpoint=checkpoint)
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        search(tiny_space(), quadrant_data(n_train=256), SETTINGS, checkpoint=checkpoint)
+
+
+def test_a_tight_budget_gives_a_cheaper_architecture() -> None:
+    cheap = search(tiny_space(), quadrant_data(n_train=256), SearchSettings(**{**SETTINGS.__dict__, "target": 2e4,
+                                                                     "cost_loss": "hinge", "cost_lambda": 20.0}))
+    rich = search(tiny_space(), quadrant_data(n_train=256), SearchSettings(**{**SETTINGS.__dict__, "target": 1e8,
+                                                                    "cost_loss": "hinge"}))
+    assert cheap.expected_madds < rich.expected_madds
+
+
+@pytest.mark.parametrize("kind", ["fbnet", "hinge"])
+def test_cost_aware_loss_increases_with_cost(kind: str) -> None:
+    settings = SearchSettings(cost_loss=kind, target=1e6)
+    ce = torch.tensor(1.0)
+    low, high = (cost_aware_loss(ce, torch.tensor(c), settings) for c in (5e5, 4e6))
+    assert high > low
+    if kind == "hinge":
+        assert low.item() == pytest.approx(1.0)  # below target: no penalty
+        assert high.item() == pytest.approx(1.0 + 3.0)
+    else:
+        assert low.item() == pytest.approx((torch.log(torch.tensor(5e5)) / torch.log(torch.tensor(1e6))).item()
+                                           ** 0.6)
