@@ -65,3 +65,31 @@ def test_run_prints_data_summary_and_reference_cost(tiny_dataset: Path, tmp_path
 def test_run_with_a_bad_config_value(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--set", "budget.metric=flops"]) == 2
     assert "budget.metric" in capsys.readouterr().err
+
+
+def test_search_command_writes_result_and_resumes(tiny_dataset: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from spaces.arch import Arch
+    from spaces.space import SearchSpace
+    from tests.spaces.tiny_space import tiny_space
+
+    space_file = tmp_path / "space.yaml"
+    tiny_space().save(space_file)
+    args = ["search", "--space", str(space_file), "--out", str(tmp_path / "run"), "--set", f"data.path={tiny_dataset}",
+            "--set", "search.epochs=2", "--set", "search.batch_size=64", "--set", "budget.target=3e5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
+    arch = Arch.parse(result["arch"])
+    searched_space = SearchSpace.load(tmp_path / "run" / "search" / "space.yaml")
+    assert searched_space.contains(arch) and searched_space.resolutions == (8, 12)
+    assert result["arch"] in out and len(result["history"]) == 2
+    # a second call finds the finished checkpoint and reproduces the result without training again
+    assert main(args) == 0
+    again = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
+    assert again["arch"] == result["arch"] and again["history"] == result["history"]
+
+
+def test_search_refuses_latency_budget_for_now(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--set", f"data.path={tiny_dataset}", "--set", "budget.metric=latency"]) == 2
+    assert "budget.metric=latency" in capsys.readouterr().err

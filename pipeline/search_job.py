@@ -1,0 +1,60 @@
+"""One supernet search from the pipeline's config: the unit every candidate space is scored by.
+
+Builds the search space (adapted to the data set's channels, classes and
+resolution), the data tensors and the search settings from one ``Config``, so
+the CLI, Ray trials and benchmarks all run the same search.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import Config, ConfigError
+from pipeline.data import DatasetInfo, default_dataset, load_dataset, read_info
+from spaces.search import SearchData, SearchSettings
+from spaces.space import SearchSpace, default_space
+
+__all__ = ["dataset_info", "resolve_dataset", "load_space", "load_search_data", "search_settings"]
+
+
+def resolve_dataset(config: Config) -> Path:
+    """The configured data file, or the embedded default imported once into the cache."""
+    if config.data.path is not None:
+        return config.data.path
+    return default_dataset(config.data.cache_dir.expanduser())
+
+
+def load_space(config: Config, info: DatasetInfo) -> SearchSpace:
+    """The configured (or default) space for this data set: its channels, classes, and the
+    candidate resolutions that do not exceed the images' size (else the images' size)."""
+    space = SearchSpace.load(config.space.file) if config.space.file else default_space()
+    channels, height, width = info.shape
+    if height != width:
+        raise ConfigError(f"images of {height}x{width} are not square; the search needs square images "
+                          "(re-import them resized)")
+    fitting = tuple(r for r in space.resolutions if r <= height) or (height,)
+    return space.adapted(in_channels=channels, num_classes=info.num_classes, resolutions=fitting)
+
+
+def load_search_data(config: Config, path: Path) -> SearchData:
+    """Train and val tensors, limited (seeded) as the config asks."""
+    dataset = load_dataset(path)
+    x_train, y_train = dataset.split("train", limit=config.data.train_limit, seed=config.search.seed)
+    x_val, y_val = dataset.split("val", limit=config.data.val_limit, seed=config.search.seed)
+    return SearchData(x_train, y_train, x_val, y_val)
+
+
+def search_settings(config: Config) -> SearchSettings:
+    """The search loop's settings from the config's search and budget sections."""
+    if config.budget.metric == "latency":
+        raise ConfigError("budget.metric=latency is not supported by the differentiable search yet; "
+                          "use madds or params")
+    if config.search.supernet != "dmasking":
+        raise ConfigError(f"search.supernet={config.search.supernet!r} is not available yet; use dmasking")
+    fields = config.search.model_dump(exclude={"supernet"})
+    return SearchSettings(**fields, budget_metric=config.budget.metric, target=config.budget.target)
+
+
+def dataset_info(config: Config) -> tuple[Path, DatasetInfo]:
+    path = resolve_dataset(config)
+    return path, read_info(path)
