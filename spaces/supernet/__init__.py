@@ -1,8 +1,9 @@
 """Differentiable supernets over a :class:`spaces.space.SearchSpace`."""
 
-from spaces.supernet.dmasking import ArchChoice, ArchSample, DMaskingSupernet
+from spaces.supernet.base import ArchChoice, Supernet
+from spaces.supernet.dmasking import ArchSample, DMaskingSupernet
 from spaces.supernet.gumbel import gumbel_softmax, temperature
 from spaces.supernet.masking import SpatialMasks, channel_mask, resize_input
 
-__all__ = ["ArchChoice", "ArchSample", "DMaskingSupernet", "SpatialMasks", "channel_mask", "gumbel_softmax",
-           "resize_input", "temperature"]
+__all__ = ["ArchChoice", "ArchSample", "DMaskingSupernet", "SpatialMasks", "Supernet", "channel_mask",
+           "gumbel_softmax", "resize_input", "temperature"]
