@@ -32,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from importlib import metadata
 from types import MappingProxyType
@@ -65,7 +65,13 @@ __all__ = [
 
 FORMAT = "autospace-latency-table/1"
 RUNTIMES = ("torch", "onnxruntime")
+_OVERHEAD_REPEATS = 200
 _FC = re.compile(r"^fc_(\d+)x(\d+)$")
+
+
+def _check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r} is not supported; use one of {', '.join(RUNTIMES)}")
 
 
 class LatencyTableError(ValueError):
@@ -105,8 +111,7 @@ class MeasureSettings:
     repeats: int = 20
 
     def __post_init__(self) -> None:
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime={self.runtime!r} is not supported; use one of {', '.join(RUNTIMES)}")
+        _check_runtime(self.runtime)
         for name in ("batch", "threads", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
@@ -127,8 +132,7 @@ def measure_module_latency(module: nn.Module, input_shape: tuple[int, ...], runt
     The single mechanism behind both table entries and end-to-end figures, so that
     the two differ only in what is timed, not in how.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r} is not supported; use one of {', '.join(RUNTIMES)}")
+    _check_runtime(runtime)
     module.eval()
     x = torch.randn(*input_shape)
     with _torch_threads(threads), torch.no_grad():
@@ -237,9 +241,15 @@ class LatencyTable:
 
     @classmethod
     def create(cls, settings: MeasureSettings | None = None) -> LatencyTable:
-        """An empty table for ``settings``, with the runtime's per-call overhead measured now."""
+        """An empty table for ``settings``, with the runtime's per-call overhead measured now.
+
+        The overhead is subtracted from every entry, so a noisy value would skew them
+        all; it costs microseconds, so it gets many more repeats than an op does.
+        """
         settings = settings or MeasureSettings()
-        return cls(settings, settings.measure(nn.Identity(), (1, 1, 1)))
+        overhead = replace(settings, warmup=max(settings.warmup, _OVERHEAD_REPEATS // 10),
+                           repeats=max(settings.repeats, _OVERHEAD_REPEATS))
+        return cls(settings, overhead.measure(nn.Identity(), (1, 1, 1)))
 
     @classmethod
     def median_of(cls, tables: Sequence[LatencyTable]) -> LatencyTable:

@@ -32,11 +32,12 @@ from torch import nn
 from spaces.arch import Arch
 from spaces.cost import Cost, arch_cost
 from spaces.space import SearchSpace
-from spaces.supernet import ArchChoice, DMaskingSupernet, resize_input, temperature
+from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, Supernet, resize_input, temperature
 
 __all__ = ["SearchData", "SearchSettings", "SearchResult", "search", "cost_aware_loss", "train_epoch", "evaluate"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
+SUPERNETS: dict[str, type[Supernet]] = {"dmasking": DMaskingSupernet, "densenas": DenseNASSupernet}
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class SearchSettings:
     tau_end: float = 0.5
     finetune_epochs: int = 1
     seed: int = 0
+    supernet: Literal["dmasking", "densenas"] = "dmasking"
     budget_metric: Literal["madds", "params"] = "madds"
     target: float = 5e6
 
@@ -162,14 +164,15 @@ def _save_atomically(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, space: SearchSpace) -> dict:
+def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or foreign file: say which and what to do
         raise ValueError(f"search checkpoint {path} cannot be read ({err}); delete it to start the search over") \
             from None
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("space") != space.to_dict():
-        raise ValueError(f"search checkpoint {path} belongs to another format or search space; "
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("space") != space.to_dict() \
+            or state.get("supernet") != supernet:
+        raise ValueError(f"search checkpoint {path} belongs to another format, search space or supernet; "
                          "delete it or point the search at a fresh directory")
     return state
 
@@ -181,7 +184,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     start = time.perf_counter()
     rank, _ = _world()
     torch.manual_seed(settings.seed)
-    net = DMaskingSupernet(space)
+    net = SUPERNETS[settings.supernet](space)
     weights, arch_params = net.weight_parameters(), net.arch_parameters()
     w_opt = torch.optim.SGD(weights, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
     a_opt = torch.optim.Adam(arch_params, lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
@@ -191,7 +194,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     history: list[dict] = []
     first_epoch = 0
     if checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, space)
+        state = _load_checkpoint(checkpoint, space, settings.supernet)
         net.load_state_dict(state["net"])
         w_opt.load_state_dict(state["w_opt"])
         a_opt.load_state_dict(state["a_opt"])
@@ -235,7 +238,8 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                   "derived": net.arch(net.derive()).encode()}
         history.append(record)
         if checkpoint is not None and rank == 0:
-            _save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "epoch": epoch + 1,
+            _save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
+                              "epoch": epoch + 1,
                               "net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
                               "schedule": schedule.state_dict(), "gumbel": gumbel.get_state(),
                               "data_order": data_order.get_state(), "val_order": val_order.get_state(),

@@ -1,9 +1,10 @@
 """Differentiable supernets over a :class:`spaces.space.SearchSpace`."""
 
 from spaces.supernet.base import ArchChoice, Supernet
+from spaces.supernet.densenas import DenseNASSupernet, RoutingSample
 from spaces.supernet.dmasking import ArchSample, DMaskingSupernet
 from spaces.supernet.gumbel import gumbel_softmax, temperature
 from spaces.supernet.masking import SpatialMasks, channel_mask, resize_input
 
-__all__ = ["ArchChoice", "ArchSample", "DMaskingSupernet", "SpatialMasks", "Supernet", "channel_mask",
+__all__ = ["ArchChoice", "ArchSample", "DMaskingSupernet", "DenseNASSupernet", "RoutingSample", "SpatialMasks", "Supernet", "channel_mask",
            "gumbel_softmax", "resize_input", "temperature"]

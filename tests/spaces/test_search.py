@@ -70,7 +70,7 @@ def test_checkpoint_of_another_space_is_refused(tmp_path: Path) -> None:
     search(tiny_space(), quadrant_data(n_train=256), SearchSettings(**{**SETTINGS.__dict__, "epochs": 2}),
            checkpoint=checkpoint)
     other = tiny_space().adapted(in_channels=1, num_classes=4, resolutions=(12,))
-    with pytest.raises(ValueError, match="another format or search space"):
+    with pytest.raises(ValueError, match="another format, search space or supernet"):
         search(other, quadrant_data(n_train=256), SETTINGS, checkpoint=checkpoint)
     checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):

@@ -1,26 +1,35 @@
 """Data-parallel search (2 gloo processes) derives what the 1-process search derives.
 
 Each rank takes half of every global batch and gradients are averaged, so the
-weight and architecture updates match a single process up to BatchNorm, whose
-statistics are per rank (16 images instead of 32). The space and data are made
-so that the choices are clear: a bright-quadrant task the smallest net learns,
-and a MAdds target below the cheapest member, so the cost term decides every
-logit's direction. The ranks themselves must agree exactly: all-reduced
-gradients and identically seeded Gumbel noise keep their logits in sync.
+updates match a single process except for BatchNorm, whose batch statistics
+are per rank (16 images instead of 32). Two variants separate the two effects:
+
+* ``batch_stats`` (the real search): the derived architecture must be the same,
+  the ranks' probabilities identical, and close to the single process's. The
+  hinge cost loss with a target below the cheapest member gives every logit a
+  systematic, data-independent push, so BN's per-rank noise cannot flip a
+  choice. (With FBNet's loss at beta 0.6 the choices are near ties here: one
+  seed in seven derived a different cell with 2 processes, all through BN.)
+* ``fixed_stats``: BN normalises with its (untrained) running statistics, so
+  nothing depends on how a batch is split; the two runs must then agree to
+  float precision, which checks batching, gradient averaging and Gumbel noise.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
 
 from spaces.search import SearchData, SearchSettings, search
 from spaces.space import SearchSpace
@@ -36,13 +45,15 @@ SPACE = SearchSpace.from_dict({
     ],
     "head": ["cn_k1_c32_relu"],
 })
-SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, lr=0.05, arch_lr=0.05, finetune_epochs=1,
-                          seed=7, target=5e4)
+# Cheapest member: 19,712 MAdds, so the hinge term is active throughout.
+SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, arch_lr=0.05, finetune_epochs=1, seed=7,
+                          cost_loss="hinge", cost_lambda=1.0, target=1e4)
+VARIANTS = ("batch_stats", "fixed_stats")
 
 
-def quadrant_data(n_train: int = 256, n_val: int = 128, size: int = 12, seed: int = 0) -> SearchData:
-    """Noise images, one quadrant brightened; the label is the quadrant."""
-    generator = torch.Generator().manual_seed(seed)
+def quadrant_data(n_train: int = 256, n_val: int = 128, size: int = 12) -> SearchData:
+    """Noise images with one quadrant brightened; the label is the quadrant."""
+    generator = torch.Generator().manual_seed(0)
 
     def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.randint(0, 4, (n,), generator=generator)
@@ -56,20 +67,30 @@ def quadrant_data(n_train: int = 256, n_val: int = 128, size: int = 12, seed: in
     return SearchData(*split(n_train), *split(n_val))
 
 
-def summary(space: SearchSpace, settings: SearchSettings) -> dict:
-    """The search's outcome as plain data: derived arch, choice, probabilities, validation accuracy."""
-    result = search(space, quadrant_data(), settings)
-    return {"arch": result.arch.encode(), "choice": json.loads(json.dumps(asdict(result.choice))),
-            "probabilities": result.probabilities, "val_accuracy": result.val_accuracy}
+def _fixed_stats_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
-def _rank(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)  # two ranks on a small shared machine
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _outcome(variant: str) -> dict:
+    """One search's derived arch, choice and probabilities as JSON-ready data."""
+    patch = (mock.patch.object(nn.BatchNorm2d, "forward", _fixed_stats_forward) if variant == "fixed_stats"
+             else nullcontext())
+    with patch:
+        result = search(SPACE, quadrant_data(), SETTINGS)
+    return {"arch": result.arch.encode(), "choice": asdict(result.choice), "probabilities": result.probabilities}
+
+
+def _process(index: int, port: int, out: str) -> None:
+    """Processes 0 and 1 are the ranks of a 2-process group; process 2 is the single-process run."""
+    torch.set_num_threads(1)  # three processes on a small shared machine
+    if index < 2:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=index, world_size=2)
     try:
-        Path(out, f"rank{rank}.json").write_text(json.dumps(summary(SPACE, SETTINGS)))
+        outcomes = {variant: _outcome(variant) for variant in VARIANTS}
     finally:
-        dist.destroy_process_group()
+        if index < 2:
+            dist.destroy_process_group()
+    Path(out, f"process{index}.json").write_text(json.dumps(outcomes))
 
 
 def _free_port() -> int:
@@ -84,14 +105,19 @@ def _flat(probabilities: dict) -> torch.Tensor:
     return torch.tensor(values)
 
 
-def test_two_process_search_derives_the_single_process_arch(tmp_path: Path) -> None:
-    start = time.perf_counter()
-    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    ranks = [json.loads(Path(tmp_path, f"rank{r}.json").read_text()) for r in range(2)]
-    single = summary(SPACE, SETTINGS)
-    print(f"\n{time.perf_counter() - start:.1f}s", single, ranks, sep="\n")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Outcomes of rank 0, rank 1 and the single process, every variant, from one spawn."""
+    out = tmp_path_factory.mktemp("distributed")
+    mp.spawn(_process, args=(_free_port(), str(out)), nprocs=3, join=True)
+    return [json.loads(Path(out, f"process{i}.json").read_text()) for i in range(3)]
 
-    assert ranks[0]["probabilities"] == ranks[1]["probabilities"]  # in sync, bit for bit
-    assert ranks[0]["choice"] == ranks[1]["choice"] == single["choice"]
-    assert ranks[0]["arch"] == ranks[1]["arch"] == single["arch"]
-    torch.testing.assert_close(_flat(ranks[0]["probabilities"]), _flat(single["probabilities"]), atol=0.02, rtol=0)
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_process_search_derives_the_single_process_arch(runs: list[dict], variant: str) -> None:
+    rank0, rank1, single = (run[variant] for run in runs)
+    assert rank0 == rank1  # arch, choice and probabilities, bit for bit: the ranks stay in sync
+    assert rank0["choice"] == single["choice"]
+    assert rank0["arch"] == single["arch"]
+    tolerance = 0.01 if variant == "batch_stats" else 1e-5
+    torch.testing.assert_close(_flat(rank0["probabilities"]), _flat(single["probabilities"]), atol=tolerance, rtol=0)
