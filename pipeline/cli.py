@@ -14,10 +14,11 @@ from pipeline.config import ConfigError
 from pipeline.data import cli as data_cli
 from pipeline.data.errors import DataError
 from spaces.ops import SpecError
+from spaces.search import CheckpointError
 
 __all__ = ["main", "build_parser"]
 
-USER_ERRORS = (ConfigError, DataError, SpecError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,9 +49,7 @@ def search_settings(config: Config) -> SearchSettings:
     if config.budget.metric == "latency":
         raise ConfigError("budget.metric=latency is not supported by the differentiable search yet; "
                           "use madds or params")
-    if config.search.supernet != "dmasking":
-        raise ConfigError(f"search.supernet={config.search.supernet!r} is not available yet; use dmasking")
-    fields = config.search.model_dump(exclude={"supernet"})
+    fields = config.search.model_dump()
     return SearchSettings(**fields, budget_metric=config.budget.metric, target=config.budget.target)
 
 

@@ -34,9 +34,15 @@ from spaces.cost import Cost, arch_cost
 from spaces.space import SearchSpace
 from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, Supernet, resize_input, temperature
 
-__all__ = ["SearchData", "SearchSettings", "SearchResult", "search", "cost_aware_loss", "train_epoch", "evaluate"]
+__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "search", "cost_aware_loss", "train_epoch", "evaluate"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A search checkpoint is unreadable or belongs to another search; the message says what to do."""
+
+
 SUPERNETS: dict[str, type[Supernet]] = {"dmasking": DMaskingSupernet, "densenas": DenseNASSupernet}
 
 
@@ -168,11 +174,11 @@ def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or foreign file: say which and what to do
-        raise ValueError(f"search checkpoint {path} cannot be read ({err}); delete it to start the search over") \
+        raise CheckpointError(f"search checkpoint {path} cannot be read ({err}); delete it to start the search over") \
             from None
     if state.get("format") != CHECKPOINT_FORMAT or state.get("space") != space.to_dict() \
             or state.get("supernet") != supernet:
-        raise ValueError(f"search checkpoint {path} belongs to another format, search space or supernet; "
+        raise CheckpointError(f"search checkpoint {path} belongs to another format, search space or supernet; "
                          "delete it or point the search at a fresh directory")
     return state
 
