@@ -25,7 +25,7 @@ from spaces.arch import Arch
 from spaces.encoding import decode_op, encode_op
 from spaces.ops import ConvOp, MBConvOp, Op, SkipOp, SpecError
 
-__all__ = ["SKIP", "StageSpace", "SearchSpace", "cell_op", "default_space"]
+__all__ = ["SKIP", "StageSpace", "SearchSpace", "cell_of", "cell_op", "default_space"]
 
 SKIP = "skip"
 _FORBIDDEN_IN_CELLS = ("c", "s", "r", "g", "pg", "lg", "nores", "pool", "nobn")
@@ -43,6 +43,20 @@ def cell_op(cell: str, cin: int, cout: int, stride: int, first: bool = False) ->
     if first and isinstance(op, MBConvOp) and op.residual:
         op = decode_op(f"{cell}_c{cout}_s{stride}_nores", cin)
     return op
+
+
+def cell_of(op: Op, first: bool = False) -> str:
+    """The cell an op was made from (its string without channels, stride and residual flag).
+
+    Raises SpecError when no cell reproduces the op exactly (e.g. grouped convs).
+    """
+    if isinstance(op, SkipOp):
+        return SKIP
+    cell = "_".join(t for t in encode_op(op).split("_")
+                    if not (t[:1] in ("c", "s") and t[1:].isdigit()) and t != "nores")
+    if isinstance(op, ConvOp) or cell_op(cell, op.cin, op.cout, op.stride, first) != op:
+        raise SpecError(f"op {encode_op(op)!r} is not expressible as a search-space cell")
+    return cell
 
 
 def _check_cell(cell: str, where: str) -> None:

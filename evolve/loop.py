@@ -1,0 +1,293 @@
+"""The AutoSpace outer loop: evolve per-layer cell populations by differentiable fitness.
+
+Each generation samples candidate search spaces — per layer, K cells chosen by
+tournament on fitness, always with the reference architecture's cell, so every
+space contains the reference — and hands them to an injected evaluator (a
+supernet search per space; on Ray in the pipeline, in-process in tests). The
+searches' architecture probabilities update each cell's fitness; the derived
+architectures' accuracy and cost give each space a reward that keeps an elite
+and picks the champion. Then the worst cells of every layer are replaced by
+mutants of the best. The whole state is plain JSON, saved atomically after
+every generation, so a run resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from evolve.cells import mutate_cell, random_cell
+from evolve.fitness import average_evidence, cell_evidence, moving_average, space_reward
+from evolve.genome import Reference, crossover, mutate_genome
+from spaces.arch import Arch
+from spaces.space import SearchSpace
+
+__all__ = ["EvolutionSettings", "CellRecord", "Evolution", "Evaluator", "STATE_FORMAT"]
+
+STATE_FORMAT = "autospace-evolution/1"
+Evaluator = Callable[[list[SearchSpace]], Sequence[dict[str, Any] | None]]
+"""Scores candidate spaces: per space a search result dict (``SearchResult.to_dict()``) or None if it failed."""
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    """The loop's knobs (the pipeline fills them from its config's evolution and budget sections)."""
+
+    generations: int = 3
+    spaces_per_generation: int = 4
+    population_per_layer: int = 8
+    cells_per_layer: int = 3
+    tournament_size: int = 3
+    elite: int = 1
+    replace_fraction: float = 0.25
+    fitness_momentum: float = 0.5
+    wall_time_minutes: float | None = None
+    seed: int = 0
+    metric: str = "madds"
+    target: float = 5e6
+    reward_exponent: float = -0.07
+
+
+@dataclass
+class CellRecord:
+    """A cell in a layer's population and what the searches said about it."""
+
+    cell: str
+    fitness: float = 1.0
+    evaluations: int = 0
+    born: int = 0
+
+
+@dataclass
+class Evolution:
+    """Population state plus the operations of one generation; JSON round-trips exactly."""
+
+    template: SearchSpace
+    reference: Reference
+    settings: EvolutionSettings
+    populations: list[list[list[CellRecord]]]
+    generation: int = 0
+    elite: list[dict[str, Any]] = field(default_factory=list)  # {"space", "reward", "result", "generation"}
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rng_state: Any = None
+    elapsed_seconds: float = 0.0
+
+    # ---- creation and persistence --------------------------------------------------------
+    @classmethod
+    def start(cls, template: SearchSpace, reference_arch: Arch, settings: EvolutionSettings) -> Evolution:
+        """Generation 0: every layer's population is the reference cell (where it has one) plus random cells."""
+        reference = Reference.locate(reference_arch, template)
+        template = reference.include(template)
+        rng = random.Random(settings.seed)
+        populations = []
+        for s, stage in enumerate(template.stages):
+            layers = []
+            for i in range(len(stage.layers)):
+                cells = [reference.cells[s][i]] if i < reference.depth(s) else []
+                for cell in stage.layers[i]:  # the template's own cells are good seeds too
+                    if cell not in cells and len(cells) < settings.population_per_layer:
+                        cells.append(cell)
+                while len(cells) < settings.population_per_layer:
+                    cell = random_cell(rng)
+                    if cell not in cells:
+                        cells.append(cell)
+                layers.append([CellRecord(cell) for cell in cells])
+            populations.append(layers)
+        return cls(template, reference, settings, populations, rng_state=_encode_rng(rng.getstate()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": STATE_FORMAT, "template": self.template.to_dict(), "reference": self.reference.arch.encode(),
+                "settings": asdict(self.settings),
+                "populations": [[[asdict(c) for c in layer] for layer in stage] for stage in self.populations],
+                "generation": self.generation, "elite": self.elite, "history": self.history,
+                "rng_state": self.rng_state, "elapsed_seconds": self.elapsed_seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evolution:
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"evolution state has format {data.get('format')!r}, expected {STATE_FORMAT!r}")
+        template = SearchSpace.from_dict(data["template"])
+        return cls(template=template, reference=Reference.locate(Arch.parse(data["reference"]), template),
+                   settings=EvolutionSettings(**data["settings"]),
+                   populations=[[[CellRecord(**c) for c in layer] for layer in stage] for stage in data["populations"]],
+                   generation=data["generation"], elite=data["elite"], history=data["history"],
+                   rng_state=data["rng_state"], elapsed_seconds=data["elapsed_seconds"])
+
+    def save(self, path: Path) -> None:
+        """Atomic JSON write: a crash leaves the previous generation's state intact."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Evolution:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"evolution state {path} cannot be read ({err})") from None
+        return cls.from_dict(data)
+
+    # ---- one generation ----------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        s = self.settings
+        over_time = s.wall_time_minutes is not None and self.elapsed_seconds >= 60 * s.wall_time_minutes
+        return self.generation >= s.generations or over_time
+
+    def _rng(self) -> random.Random:
+        rng = random.Random()
+        rng.setstate(_decode_rng(self.rng_state))
+        return rng
+
+    def _tournament(self, records: list[CellRecord], exclude: set[str], rng: random.Random) -> CellRecord:
+        pool = [r for r in records if r.cell not in exclude]
+        entrants = rng.sample(pool, min(self.settings.tournament_size, len(pool)))
+        return max(entrants, key=lambda r: r.fitness)
+
+    def _cells_for(self, s: int, i: int, rng: random.Random) -> tuple[str, ...]:
+        chosen: list[str] = [self.reference.cells[s][i]] if i < self.reference.depth(s) else []
+        while len(chosen) < self.settings.cells_per_layer:
+            chosen.append(self._tournament(self.populations[s][i], set(chosen), rng).cell)
+        return tuple(chosen)
+
+    def propose(self) -> list[SearchSpace]:
+        """This generation's candidate spaces (deterministic given the saved state)."""
+        rng = self._rng()
+        parents = [SearchSpace.from_dict(e["space"]) for e in self.elite] or [self.template]
+        max_resolution = max(self.template.resolutions)
+        spaces = []
+        for _ in range(self.settings.spaces_per_generation):
+            base = parents[0] if len(parents) == 1 else crossover(*rng.sample(parents, 2), rng)
+            if rng.random() < 0.5:
+                base = mutate_genome(base, self.reference, max_resolution, rng)
+            stages = tuple(replace(stage, layers=tuple(self._cells_for(s, i, rng) for i in range(len(stage.layers))))
+                           for s, stage in enumerate(base.stages))
+            spaces.append(self.reference.include(replace(base, stages=stages, name=f"g{self.generation}")))
+        return spaces
+
+    def update(self, spaces: list[SearchSpace], results: Sequence[dict[str, Any] | None],
+               wall_seconds: float = 0.0) -> dict[str, Any]:
+        """Fold one generation's search results in; returns (and records) the generation report."""
+        if len(results) != len(spaces):
+            raise ValueError(f"{len(results)} results for {len(spaces)} spaces")
+        s = self.settings
+        rewards = []
+        for space, result in zip(spaces, results):
+            if result is None:
+                rewards.append(None)
+                continue
+            reward = space_reward(result["val_accuracy"], result[s.metric], s.target, s.reward_exponent)
+            rewards.append(reward)
+            self.elite.append({"space": space.to_dict(), "reward": reward, "result": result,
+                               "generation": self.generation})
+        self.elite = sorted(self.elite, key=lambda e: -e["reward"])[:max(s.elite, 1)]
+        evidence = average_evidence([cell_evidence(space, r["probabilities"]) for space, r in zip(spaces, results)
+                                     if r is not None])
+        for (stage, layer, cell), value in evidence.items():
+            for record in self.populations[stage][layer]:
+                if record.cell == cell:
+                    record.fitness = moving_average(record.fitness, value, s.fitness_momentum,
+                                                    first=record.evaluations == 0)
+                    record.evaluations += 1
+        rng = self._rng()
+        changes = self._replace_worst(rng)
+        self.rng_state = _encode_rng(rng.getstate())
+        scored = [r for r in rewards if r is not None]
+        report = {
+            "generation": self.generation,
+            "best_reward": max(scored) if scored else None,
+            "mean_reward": sum(scored) / len(scored) if scored else None,
+            "failed_spaces": sum(r is None for r in rewards),
+            "spaces": [{"cardinality": space.cardinality, "log10_cardinality": round(space.log10_cardinality, 3),
+                        "reward": reward, "arch": result["arch"] if result else None,
+                        "val_accuracy": result["val_accuracy"] if result else None,
+                        s.metric: result[s.metric] if result else None}
+                       for space, reward, result in zip(spaces, rewards, results)],
+            "layers": changes,
+            "champion": self.elite[0]["result"]["arch"] if self.elite else None,
+            "champion_reward": self.elite[0]["reward"] if self.elite else None,
+            "wall_seconds": wall_seconds,
+        }
+        self.history.append(report)
+        self.generation += 1
+        self.elapsed_seconds += wall_seconds
+        return report
+
+    def _replace_worst(self, rng: random.Random) -> list[dict[str, Any]]:
+        """Replace each layer's lowest-fitness cells by mutants of its best (the reference cell stays)."""
+        changes = []
+        n_replace = int(round(self.settings.replace_fraction * self.settings.population_per_layer))
+        for s, stage in enumerate(self.populations):
+            for i, layer in enumerate(stage):
+                protected = self.reference.cells[s][i] if i < self.reference.depth(s) else None
+                ranked = sorted(layer, key=lambda r: r.fitness)
+                dropped = [r for r in ranked if r.cell != protected][:n_replace]
+                keep = [r for r in layer if r not in dropped]
+                present = {r.cell for r in keep}
+                added = []
+                for _ in dropped:
+                    parent = max(rng.sample(keep, min(self.settings.tournament_size, len(keep))),
+                                 key=lambda r: r.fitness)
+                    child = _mutant(parent.cell, present, rng)
+                    present.add(child)
+                    added.append(CellRecord(child, fitness=parent.fitness, born=self.generation + 1))
+                stage[i] = keep + added
+                changes.append({"stage": s, "layer": i, "kept": [r.cell for r in keep],
+                                "added": [r.cell for r in added], "dropped": [r.cell for r in dropped]})
+        return changes
+
+    # ---- result -----------------------------------------------------------------------------
+    def learned_space(self) -> SearchSpace:
+        """The top-K cells per layer (by fitness) on the best space's genome: the space AutoSpace learned."""
+        base = SearchSpace.from_dict(self.elite[0]["space"]) if self.elite else self.template
+        stages = tuple(
+            replace(stage, layers=tuple(
+                tuple(r.cell for r in sorted(self.populations[s][i], key=lambda r: -r.fitness)
+                      [:self.settings.cells_per_layer])
+                for i in range(len(stage.layers))))
+            for s, stage in enumerate(base.stages))
+        return self.reference.include(replace(base, stages=stages, name="learned"))
+
+    def run(self, evaluate: Evaluator, checkpoint: Path | None = None,
+            on_generation: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Generations until the budget is spent; the state is saved after each one."""
+        while not self.done:
+            start = time.perf_counter()
+            spaces = self.propose()
+            results = evaluate(spaces)
+            report = self.update(spaces, results, wall_seconds=time.perf_counter() - start)
+            if checkpoint is not None:
+                self.save(checkpoint)
+            if on_generation is not None:
+                on_generation(report)
+
+
+def _mutant(cell: str, present: set[str], rng: random.Random) -> str:
+    """A mutation of ``cell`` not yet in the layer (a random cell if the vocabulary can't mutate it)."""
+    for _ in range(20):
+        try:
+            child = mutate_cell(cell, rng)
+        except ValueError:
+            child = random_cell(rng)
+        if child not in present:
+            return child
+    while True:
+        child = random_cell(rng)
+        if child not in present:
+            return child
+
+
+def _encode_rng(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _decode_rng(state: list) -> tuple:
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
