@@ -104,6 +104,8 @@ def report(runtime: str, rounds: int, outcome: Outcome, seconds: float) -> None:
     print(f"Spearman rho predicted vs measured: {rank_correlation(pred, meas):.3f} (median of passes), "
           f"{rank_correlation(outcome.first_predicted, outcome.first_measured):.3f} (first pass alone)")
     print(f"Spearman rho MAdds vs measured:     {rank_correlation(outcome.madds, meas):.3f}")
+    print(f"Spearman rho of ms per MAdd, predicted vs measured (what MAdds alone cannot rank): "
+          f"{rank_correlation(pred / outcome.madds, meas / outcome.madds):.3f}")
     print(f"MAPE: {mape(pred, meas):.1f}% (median of passes), "
           f"{mape(outcome.first_predicted, outcome.first_measured):.1f}% (first pass); "
           f"measured {meas.min():.3f} .. {meas.max():.3f} ms")

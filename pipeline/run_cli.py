@@ -8,13 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import Config, load_config
-from pipeline.cost_cli import cost_report, format_cost_report
+from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.cli import format_summary
+from pipeline.run_dir import read_status
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table, human
-from spaces.interchange import NamedArch, reference_models
-from spaces.reference import reference_arch
 from spaces.search import SearchResult, search
 
 __all__ = ["register", "config_from_args", "run_search"]
@@ -28,9 +26,16 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    run_parser = subparsers.add_parser("run", help="run the pipeline on a config")
+    run_parser = subparsers.add_parser("run", help="evolve search spaces on Ray (the main job)")
     _add_config_arguments(run_parser)
     run_parser.set_defaults(func=run)
+    resume_parser = subparsers.add_parser("resume", help="continue an interrupted run where it stopped")
+    resume_parser.add_argument("out", type=Path, help="the run directory")
+    resume_parser.set_defaults(func=resume)
+    status_parser = subparsers.add_parser("status", help="progress of a run: generations done, best so far")
+    status_parser.add_argument("out", type=Path, help="the run directory")
+    status_parser.add_argument("--json", action="store_true", help="print JSON")
+    status_parser.set_defaults(func=status)
     search_parser = subparsers.add_parser(
         "search", help="one differentiable supernet search in this process",
         description="Search the configured space (or --space) once; resumes from OUT/search/checkpoint.pt.")
@@ -79,12 +84,75 @@ def run_search_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow(config: Config, resume_run: bool) -> dict:
+    """Run the pipeline with a generation progress bar; returns the summary."""
+    bar = tqdm(total=config.evolution.generations, desc="generations", unit="gen")
+
+    def on_status(status: dict) -> None:
+        bar.n = status["generations_done"]
+        live = status["status"]
+        bar.set_postfix(phase=live.get("phase", "starting"), trials=live.get("running_trials", 0),
+                        best=f"{status['best_fitness']:.4f}" if status["best_fitness"] is not None else "-")
+        bar.refresh()
+
+    from pipeline.evolution_run import run_pipeline  # Ray and MLflow load only for commands that use them
+
+    try:
+        return run_pipeline(config, resume=resume_run, on_status=on_status)
+    finally:
+        bar.close()
+
+
+def _print_summary(summary: dict, out_dir: Path) -> None:
+    best = summary["best"]
+    print(summary_table_of(summary))
+    print()
+    print(format_table(["Pareto front (val acc vs MAdds)", "MAdds", "params", "val acc"],
+                       [[p["arch"], human(p["madds"]), human(p["params"]), f"{p['val_accuracy']:.4f}"]
+                        for p in summary["pareto_front"]]))
+    print(f"\nbest: {best['arch']}\n      val acc {best['val_accuracy']:.4f}, {human(best['madds'])} MAdds, "
+          f"{human(best['params'])} params, fitness {best['fitness']:.4f} ({best['from']})")
+    print(f"summary: {out_dir / 'summary.json'}  plot: {out_dir / 'pareto.png'}  "
+          f"mlflow: {summary['mlflow']['tracking_uri']} run {summary['mlflow']['run_id']}")
+
+
+def summary_table_of(summary: dict) -> str:
+    return format_table(["generation", "best fitness", "mean fitness", "champion"],
+                        [[g["generation"], _fmt(g["best_fitness"]), _fmt(g["mean_fitness"]), g["champion"] or "-"]
+                         for g in summary["generations"]])
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _, info = dataset_info(config)
     print(format_summary(info))
-    channels, size, _ = info.shape
-    reference = NamedArch("reference (this data set)", reference_arch(channels, size, info.num_classes))
     print()
-    print(format_cost_report(cost_report([reference, *reference_models()])))
+    summary = _follow(config, resume_run=False)
+    _print_summary(summary, config.out_dir)
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    config = load_config(None, [f"out_dir={args.out}"])
+    summary = _follow(config, resume_run=True)
+    _print_summary(summary, args.out)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    if not (args.out / "config.yaml").exists():
+        raise ConfigError(f"{args.out} is not a run directory (no config.yaml)")
+    info = read_status(args.out)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    live = info["status"]
+    print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "champion"],
+                       [[str(args.out), "finished" if info["finished"] else live.get("phase", "not started"),
+                         f"{info['generations_done']}/{live.get('generations', '?')}", live.get("running_trials", 0),
+                         _fmt(info["best_fitness"]), info["champion"] or "-"]]))
     return 0

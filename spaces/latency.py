@@ -255,6 +255,8 @@ class LatencyTable:
     def median_of(cls, tables: Sequence[LatencyTable]) -> LatencyTable:
         """Per-entry median of tables measured in separate passes: one pass can hit a burst of load
         on a shared machine, several interleaved passes rarely hit the same entry."""
+        if not tables:
+            raise ValueError("median_of needs at least one table")
         first, keys = tables[0], set(tables[0].entries)
         for other in tables[1:]:
             if other.settings != first.settings or set(other.entries) != keys:

@@ -54,12 +54,19 @@ def test_cost_errors_exit_2_with_a_message(arg: str, expected: str, capsys: pyte
     assert expected in capsys.readouterr().err
 
 
-def test_run_prints_data_summary_and_reference_cost(tiny_dataset: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--set", f"data.path={tiny_dataset}", "--out", str(tmp_path / "run")]) == 0
-    out = capsys.readouterr().out
-    assert "train 216, val 24, test 80" in out
-    assert "reference (this data set)" in out and "MobileNetV2-1.0" in out
+def test_run_refuses_a_directory_holding_a_run(tiny_dataset: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "evolution.json").write_text("{}")
+    assert main(["run", "--set", f"data.path={tiny_dataset}", "--out", str(tmp_path / "run")]) == 2
+    assert "autospace resume" in capsys.readouterr().err
+
+
+def test_status_and_resume_need_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
 
 
 def test_run_with_a_bad_config_value(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,172 @@
+"""``autospace run`` / ``resume``: the AutoSpace evolution on Ray, tracked in MLflow, resumable.
+
+A Ray actor (:class:`EvolutionRunner`, no CPUs of its own) owns the loop. Each
+generation it proposes candidate spaces, scores them with one Ray Tune trial
+per space (each a Ray Train data-parallel supernet search, see
+:mod:`pipeline.ray_eval`), folds the results into the populations, saves the
+state and logs the generation to MLflow. Then a final search in the learned
+space, the Pareto front and ``summary.json``.
+
+Run directory::
+
+    config.yaml        the validated config the run uses (resume reads it back)
+    run.json           MLflow experiment and parent run ids
+    evolution.json     the population state after the last finished generation
+    status.json        phase, current generation, trials in flight (for ``autospace status``)
+    generations/gen-N/ spaces.json, results.json and each trial's Ray/search checkpoints
+    final/             the final search in the learned space
+    summary.json, pareto.png
+
+Crash safety: the state is saved before the generation is logged, and logging
+is idempotent (a generation found in MLflow is not logged again); a generation
+interrupted mid-way is proposed again identically (the RNG state is saved) and
+its trials resume from their search checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from evolve.fitness import space_reward
+from evolve.loop import Evolution, EvolutionSettings
+from pipeline.config import Config
+from pipeline.ray_eval import ensure_ray, evaluate_spaces
+from pipeline.report import pareto_front, plot_pareto
+from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, write_json
+from pipeline.search_job import dataset_info, load_space
+from pipeline.tracking import Tracker
+from spaces.arch import Arch
+from spaces.reference import reference_arch
+from spaces.space import SearchSpace
+
+__all__ = ["EvolutionRunner", "evolution_settings", "run_pipeline"]
+
+
+def evolution_settings(config: Config) -> EvolutionSettings:
+    return EvolutionSettings(**config.evolution.model_dump(), metric=config.budget.metric,
+                             target=config.budget.target, reward_exponent=config.budget.reward_exponent)
+
+
+def _reference(config: Config, space: SearchSpace) -> Arch:
+    """The configured reference (its input and classes taken from the space), or the default one."""
+    if not config.space.reference:
+        return reference_arch(space.in_channels, max(space.resolutions), space.num_classes)
+    arch = Arch.parse(config.space.reference)
+    return replace(arch, input_size=max(space.resolutions), in_channels=space.in_channels,
+                   num_classes=space.num_classes)
+
+
+@ray.remote(num_cpus=0)
+class EvolutionRunner:
+    """Owns the evolution loop of one run directory; the CLI only starts it and polls ``status``."""
+
+    def __init__(self, config_json: dict[str, Any]) -> None:
+        self.config = Config.model_validate(config_json)
+        self.paths = RunPaths(self.config.out_dir)
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.paths.root)
+
+    def _set_status(self, **fields: Any) -> None:
+        current = read_status(self.paths.root).get("status", {})
+        write_json(self.paths.status, {**current, **fields, "updated_at": time.time()})
+
+    def run(self) -> dict[str, Any]:
+        config, paths = self.config, self.paths
+        data_path, info = dataset_info(config)
+        run_info = json.loads(paths.run.read_text()) if paths.run.exists() else {}
+        tracker = Tracker(config, run_info.get("parent_run_id"))
+        write_json(paths.run, {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
+                                "tracking_uri": tracker.uri})
+        if paths.state.exists():
+            evolution = Evolution.load(paths.state)
+            self._log_missing_generations(evolution, tracker)
+        else:
+            template = load_space(config, info)
+            evolution = Evolution.start(template, _reference(config, template), evolution_settings(config))
+        while not evolution.done:
+            n = evolution.generation
+            start = time.perf_counter()
+            spaces = evolution.propose()
+            gen_dir = paths.generation(n)
+            write_json(gen_dir / "spaces.json", [s.to_dict() for s in spaces])
+            self._set_status(phase="evolution", generation=n, running_trials=len(spaces),
+                             generations=config.evolution.generations)
+            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}")
+            results = [e.result if e.ok else None for e in evaluations]
+            write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
+            evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
+            evolution.save(paths.state)
+            self._log_missing_generations(evolution, tracker)
+            self._set_status(running_trials=0, generations_done=evolution.generation)
+        return self._finish(evolution, tracker, data_path)
+
+    def _log_missing_generations(self, evolution: Evolution, tracker: Tracker) -> None:
+        """Log every finished generation MLflow does not have yet (exactly once across crashes)."""
+        for report in evolution.history:
+            gen_dir = self.paths.generation(report["generation"])
+            spaces = json.loads((gen_dir / "spaces.json").read_text())
+            results = [e["result"] if e["ok"] else None for e in json.loads((gen_dir / "results.json").read_text())]
+            tracker.log_generation(report, spaces, results, evolution.to_dict())
+
+    def _finish(self, evolution: Evolution, tracker: Tracker, data_path: Path) -> dict[str, Any]:
+        config, paths = self.config, self.paths
+        self._set_status(phase="final search", running_trials=1)
+        learned = evolution.learned_space()
+        write_json(paths.final / "space.json", learned.to_dict())
+        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final")[0]
+        points = [{**entry, "generation": h["generation"]} for h in evolution.history for entry in h["spaces"]
+                  if entry["arch"] is not None]
+        if final.ok:
+            points.append({"arch": final.result["arch"], "val_accuracy": final.result["val_accuracy"],
+                           "madds": final.result["madds"], "params": final.result["params"],
+                           "generation": evolution.generation, "final": True})
+        if not points:
+            raise RuntimeError("every search of the run failed; see generations/*/results.json for the errors")
+        metric = config.budget.metric
+        best = max(points, key=lambda p: _reward(p, config))
+        front = pareto_front(points, metric if metric != "latency" else "madds")
+        plot_pareto(points, front, paths.pareto, config.budget.target, metric if metric != "latency" else "madds")
+        summary = {
+            "best": {"arch": best["arch"], "val_accuracy": best["val_accuracy"], "madds": best["madds"],
+                     "params": best["params"], "fitness": _reward(best, config),
+                     "from": "final search" if best.get("final") else f"generation {best['generation']}"},
+            "final_search": final.result if final.ok else {"error": final.error},
+            "learned_space": learned.to_dict(),
+            "generations": [{"generation": h["generation"], "best_fitness": h["best_reward"],
+                             "mean_fitness": h["mean_reward"], "champion": h["champion"]} for h in evolution.history],
+            "pareto_front": front,
+            "mlflow": {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
+                       "run_id": tracker.parent_run_id},
+        }
+        write_json(paths.summary, summary)
+        tracker.log_summary(summary, [paths.pareto, paths.state])
+        self._set_status(phase="done", running_trials=0)
+        return summary
+
+
+def _reward(point: dict[str, Any], config: Config) -> float:
+    cost = point["params"] if config.budget.metric == "params" else point["madds"]
+    return space_reward(point["val_accuracy"], cost, config.budget.target, config.budget.reward_exponent)
+
+
+def run_pipeline(config: Config, resume: bool = False, poll_seconds: float = 2.0,
+                 on_status: Any = None) -> dict[str, Any]:
+    """Start (or resume) the run's actor and wait for its summary, polling status for progress."""
+    config = prepare_run_dir(config, resume)
+    dataset_info(config)  # import the default data set here, once, before any worker needs it
+    ensure_ray(config)
+    runner = EvolutionRunner.remote(config.model_dump(mode="json"))
+    done = runner.run.remote()
+    while True:
+        ready, _ = ray.wait([done], timeout=poll_seconds)
+        if ready:
+            return ray.get(done)
+        if on_status is not None:
+            on_status(read_status(config.out_dir))

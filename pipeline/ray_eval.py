@@ -1,0 +1,260 @@
+"""Score a generation's candidate spaces on Ray: one Tune trial per space, each a Train job.
+
+Every candidate space becomes one Ray Tune trial. The trial function builds a
+Ray Train ``TorchTrainer`` that runs the supernet search (:func:`spaces.search.search`)
+data-parallel over ``ray.workers_per_trial`` gloo workers, waits for ``fit()``
+and reports one row to Tune. This is the pattern Ray 2.60 supports (Train V2 is
+the default; a trainer passed straight to ``tune.Tuner`` is rejected).
+
+Results. Rank 0's search result comes back as the training function's return
+value (``ray.train.Result.return_value``): under Train V2, ``Result.metrics``
+only keeps metrics attached to a checkpoint, and a metrics-only
+``ray.train.report`` is a collective every rank would have to join. The trial
+function forwards it to Tune as JSON, and :func:`evaluate_spaces` returns one
+:class:`SpaceEvaluation` per input space, in input order.
+
+Retries happen in one layer only, Ray Train's: ``FailureConfig(max_failures=
+ray.max_failures)`` on the trainer, so a failed worker group is restarted inside
+the same trial (no new trial actor or controller) and the search resumes from
+its checkpoint ``<storage>/space-<i>/search.pt``. Tune's own retries are off; a
+trial that still fails reports ``ok=False`` with the error, and an unexpected
+trial crash is turned into ``ok=False`` too, so :func:`evaluate_spaces` never
+raises for a trial's failure. ``attempts`` counts the worker-group starts, which
+rank 0 logs to ``<storage>/space-<i>/attempts``.
+
+Resources. Each Train worker reserves ``ray.cpus_per_worker`` CPUs. The trial
+function only waits on ``fit()``, so it reserves a little memory and no CPU (Tune
+rejects an empty request): trials then never hold CPUs their own workers need,
+and ``cluster CPUs // (workers_per_trial * cpus_per_worker)`` trials run at once.
+No early stopping: Tune stopping a Train-in-Tune trial leaks its workers' CPUs
+(see STACK-NOTES), so every trial runs to its end.
+
+Fault injection (tests, drills), read on the driver and passed to the workers
+through ``train_loop_config``:
+
+- ``AUTOSPACE_FAULT_SPACE=<i>``: trial ``i``'s rank 0 raises
+  ``RuntimeError("injected fault")`` unless ``<storage>/space-<i>/fault-injected``
+  exists; it creates that marker first, so the retry succeeds.
+- ``AUTOSPACE_FAULT_SPACE_ALWAYS=<i>``: trial ``i``'s rank 0 raises
+  ``RuntimeError("injected fault (always)")`` on every attempt.
+
+``storage`` is one directory per generation, visible to every node. Calling again
+with the same storage resumes each search from its checkpoint (a crashed driver
+or evolution actor loses no finished epochs); a checkpoint left there by a
+different space is discarded, since it cannot be resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import train, tune
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from pipeline.config import Config, ConfigError
+from pipeline.search_job import load_search_data, search_settings
+from spaces.search import search
+from spaces.space import SearchSpace
+
+__all__ = ["SpaceEvaluation", "ensure_ray", "evaluate_spaces", "trial_capacity"]
+
+logger = logging.getLogger(__name__)
+
+FAULT_ONCE_ENV = "AUTOSPACE_FAULT_SPACE"
+FAULT_ALWAYS_ENV = "AUTOSPACE_FAULT_SPACE_ALWAYS"
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+# What a trial function reserves instead of CPU: it only blocks on fit().
+TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
+
+
+@dataclass
+class SpaceEvaluation:
+    """The outcome of one candidate space's trial, JSON-friendly."""
+
+    index: int
+    ok: bool
+    result: dict | None
+    error: str | None
+    wall_seconds: float
+    attempts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpaceEvaluation:
+        return cls(**data)
+
+
+def ensure_ray(config: Config) -> None:
+    """Connect to ``ray.address`` or start a local Ray, unless Ray is already initialised.
+
+    Train's health-check interval defaults to 0.2 s (Ray's 2 s adds ~2 s to every
+    report and to noticing that a worker group finished); it is read by processes
+    Ray starts, so it has to be in the environment before ``ray.init``.
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.2")
+    if config.ray.address is not None:
+        ray.init(address=config.ray.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def trial_capacity(config: Config) -> int:
+    """How many trials run at once: the configured limit, capped by the cluster's CPUs.
+
+    Raises:
+        ConfigError: one trial's workers need more CPUs than the whole cluster has
+            (they would wait for a placement group forever).
+    """
+    per_trial = config.ray.workers_per_trial * config.ray.cpus_per_worker
+    total = ray.cluster_resources().get("CPU", 0.0)
+    fitting = math.floor(total / per_trial + 1e-9)
+    if fitting < 1:
+        raise ConfigError(f"one trial needs ray.workers_per_trial x ray.cpus_per_worker = "
+                         f"{config.ray.workers_per_trial} x {config.ray.cpus_per_worker} = {per_trial:g} CPUs "
+                         f"but the Ray cluster has {total:g}; lower either setting")
+    limit = config.ray.max_concurrent_trials
+    return fitting if limit is None else min(limit, fitting)
+
+
+def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, storage: Path,
+                    name: str) -> list[SpaceEvaluation]:
+    """Run one supernet search per space as concurrent Tune trials; results in input order.
+
+    Args:
+        spaces: candidate spaces, already adapted to the data set.
+        config: the pipeline config (search, budget, data limits, ray sections).
+        data_path: the Parquet data set; every worker loads it itself.
+        storage: this generation's directory for Tune/Train outputs and search checkpoints.
+        name: the Tune experiment's name (Train runs are ``<name>-space-<i>``).
+    """
+    search_settings(config)  # a config the search rejects fails here, not in every trial
+    if not spaces:
+        return []
+    ensure_ray(config)
+    storage = Path(storage).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    for index, space in enumerate(spaces):
+        _prepare_space_dir(storage, index, space)
+    attempts_before = [_attempts(storage, i) for i in range(len(spaces))]
+    trainable = tune.with_parameters(
+        _run_trial, spaces=[s.to_dict() for s in spaces], config=config.model_dump(mode="json"),
+        data_path=str(Path(data_path).resolve()), storage=str(storage), name=name,
+        faults={key: os.environ.get(key) for key in (FAULT_ONCE_ENV, FAULT_ALWAYS_ENV)})
+    concurrency = min(trial_capacity(config), len(spaces))
+    logger.info("evaluating %d spaces, %d at a time, under %s", len(spaces), concurrency, storage / name)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, TRIAL_RESOURCES),
+        param_space={"index": tune.grid_search(list(range(len(spaces))))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+    grid = tuner.fit()
+
+    evaluations: dict[int, SpaceEvaluation] = {}
+    for trial in grid:
+        index = int(trial.config["index"])
+        attempts = _attempts(storage, index) - attempts_before[index]
+        metrics = trial.metrics or {}
+        if trial.error is not None or "ok" not in metrics:
+            error = str(trial.error) if trial.error is not None else "the trial reported no result"
+            evaluations[index] = SpaceEvaluation(index, False, None, error,
+                                                 float(metrics.get("time_total_s", 0.0)), attempts)
+        else:
+            result = json.loads(metrics["result_json"]) if metrics["ok"] else None
+            evaluations[index] = SpaceEvaluation(index, bool(metrics["ok"]), result, metrics["failure"] or None,
+                                                 float(metrics["wall_seconds"]), attempts)
+    return [evaluations.get(i, SpaceEvaluation(i, False, None, "Tune returned no trial for this space", 0.0,
+                                               _attempts(storage, i) - attempts_before[i]))
+            for i in range(len(spaces))]
+
+
+def _space_dir(storage: Path, index: int) -> Path:
+    return storage / f"space-{index}"
+
+
+def _prepare_space_dir(storage: Path, index: int, space: SearchSpace) -> None:
+    """Record which space ``space-<i>`` searches; drop a checkpoint that belongs to another one."""
+    space_dir = _space_dir(storage, index)
+    record = space_dir / "space.json"
+    text = json.dumps(space.to_dict(), sort_keys=True)
+    if record.exists() and record.read_text() != text:
+        logger.warning("%s held the search of another space; starting this one from scratch", space_dir)
+        (space_dir / "search.pt").unlink(missing_ok=True)
+    space_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(text)
+
+
+def _attempts(storage: Path, index: int) -> int:
+    log = _space_dir(storage, index) / "attempts"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data_path: str, storage: str,
+               name: str, faults: dict[str, str | None]) -> None:
+    """Tune trial function: one Train job searching one space, reported to Tune as one row."""
+    start = time.perf_counter()
+    index = int(params["index"])
+    ray_config = Config.model_validate(config).ray
+    trainer = TorchTrainer(
+        _search_worker,
+        train_loop_config={"index": index, "space": spaces[index], "config": config, "data_path": data_path,
+                           "space_dir": str(_space_dir(Path(storage), index)),
+                           "threads": max(1, int(ray_config.cpus_per_worker)), "faults": faults},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=train.ScalingConfig(num_workers=ray_config.workers_per_trial,
+                                           resources_per_worker={"CPU": ray_config.cpus_per_worker}),
+        run_config=train.RunConfig(storage_path=str(Path(storage) / "train"), name=f"{name}-space-{index}",
+                                   failure_config=train.FailureConfig(max_failures=ray_config.max_failures)))
+    row: dict[str, Any] = {"index": index, "ok": False, "result_json": "", "failure": ""}
+    try:
+        result = trainer.fit()
+    except train.TrainingFailedError as err:
+        row["failure"] = str(err)
+    else:
+        if not isinstance(result.return_value, dict):
+            row["failure"] = f"the search on rank 0 returned {type(result.return_value).__name__}, not a result dict"
+        else:
+            row.update(ok=True, result_json=json.dumps(result.return_value),
+                       val_accuracy=result.return_value["val_accuracy"], madds=result.return_value["madds"])
+    row["wall_seconds"] = time.perf_counter() - start
+    tune.report(row)
+
+
+def _search_worker(loop_config: dict[str, Any]) -> dict | None:
+    """Train worker loop: the search on this rank's share of every batch; rank 0 returns the result."""
+    rank = train.get_context().get_world_rank()
+    torch.set_num_threads(loop_config["threads"])
+    space_dir = Path(loop_config["space_dir"])
+    if rank == 0:
+        space_dir.mkdir(parents=True, exist_ok=True)
+        with open(space_dir / "attempts", "a") as log:
+            log.write(f"{time.time():.3f}\n")
+        _maybe_inject_fault(loop_config["index"], loop_config["faults"], space_dir)
+    config = Config.model_validate(loop_config["config"])
+    data = load_search_data(config, Path(loop_config["data_path"]))
+    result = search(SearchSpace.from_dict(loop_config["space"]), data, search_settings(config),
+                    checkpoint=space_dir / "search.pt")
+    return result.to_dict() if rank == 0 else None
+
+
+def _maybe_inject_fault(index: int, faults: dict[str, str | None], space_dir: Path) -> None:
+    """Fail on purpose as the module docstring describes, to exercise the retry path."""
+    if faults.get(FAULT_ALWAYS_ENV) == str(index):
+        raise RuntimeError("injected fault (always)")
+    marker = space_dir / "fault-injected"
+    if faults.get(FAULT_ONCE_ENV) == str(index) and not marker.exists():
+        marker.touch()
+        raise RuntimeError("injected fault")

@@ -1,0 +1,125 @@
+"""MLflow tracking of a pipeline run: one parent run, nested runs per generation and per space.
+
+By default a SQLite store (``<out_dir>/mlflow.db``) with artifacts under
+``<out_dir>/mlartifacts``; ``mlflow.tracking_uri`` points at a server instead.
+Everything goes through an explicit :class:`mlflow.MlflowClient` and run ids,
+so logging works the same from the CLI process and from a Ray actor, and it
+is idempotent: a generation already logged (found by its tags) is never logged
+twice, which is what makes ``autospace resume`` exactly-once in MLflow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from pipeline.config import Config
+
+__all__ = ["Tracker", "tracking_uri"]
+
+PARENT_TAG = "mlflow.parentRunId"
+NAME_TAG = "mlflow.runName"
+
+
+def tracking_uri(config: Config) -> str:
+    """The configured URI, or the run directory's SQLite store."""
+    if config.mlflow.tracking_uri:
+        return config.mlflow.tracking_uri
+    return f"sqlite:///{(config.out_dir / 'mlflow.db').resolve()}"
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(_flatten(f"{prefix}.{key}" if prefix else str(key), item))
+        return out
+    return {prefix: str(value)[:500]}
+
+
+class Tracker:
+    """The MLflow side of one pipeline run (parent run id persisted by the caller)."""
+
+    def __init__(self, config: Config, parent_run_id: str | None = None) -> None:
+        self.uri = tracking_uri(config)
+        self.client = MlflowClient(self.uri)
+        experiment = self.client.get_experiment_by_name(config.mlflow.experiment)
+        if experiment is None:
+            location = None if config.mlflow.tracking_uri else (config.out_dir / "mlartifacts").resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(config.mlflow.experiment, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+        if parent_run_id is None:
+            run = self.client.create_run(self.experiment_id, tags={NAME_TAG: config.out_dir.name,
+                                                                   "autospace.kind": "pipeline"})
+            parent_run_id = run.info.run_id
+            self.client.log_batch(parent_run_id, params=[Param(k, v) for k, v in
+                                                         _flatten("", config.model_dump(mode="json")).items()])
+        self.parent_run_id = parent_run_id
+
+    # ---- nested runs ------------------------------------------------------------------------
+    def child_runs(self, kind: str, **tags: Any) -> list[Any]:
+        """Finished child runs of this pipeline run with the given kind and tags."""
+        query = [f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'", f"tags.`autospace.kind` = '{kind}'"]
+        query += [f"tags.`autospace.{k}` = '{v}'" for k, v in tags.items()]
+        runs = self.client.search_runs([self.experiment_id], " and ".join(query), max_results=1000)
+        return [r for r in runs if r.info.status == "FINISHED"]
+
+    def _start_child(self, parent: str, name: str, kind: str, tags: dict[str, Any]) -> str:
+        all_tags = {PARENT_TAG: parent, NAME_TAG: name, "autospace.kind": kind,
+                    **{f"autospace.{k}": str(v) for k, v in tags.items()}}
+        return self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
+
+    def log_generation(self, report: dict[str, Any], spaces: list[dict[str, Any]],
+                       results: list[dict[str, Any] | None], state: dict[str, Any]) -> bool:
+        """One nested run for the generation, one per candidate space under it; False if already logged."""
+        generation = report["generation"]
+        if self.child_runs("generation", generation=generation):
+            return False
+        run_id = self._start_child(self.parent_run_id, f"generation-{generation}", "generation",
+                                   {"generation": generation})
+        metrics = {k: report[k] for k in ("best_reward", "mean_reward", "failed_spaces", "wall_seconds")
+                   if report.get(k) is not None}
+        self._log_metrics(run_id, metrics)
+        self.client.log_dict(run_id, report, "report.json")
+        self.client.log_dict(run_id, state, "population_state.json")
+        for index, (space, result, entry) in enumerate(zip(spaces, results, report["spaces"])):
+            space_run = self._start_child(run_id, f"g{generation}-space-{index}", "space",
+                                          {"generation": generation, "space": index})
+            space_metrics = {"log10_cardinality": entry["log10_cardinality"]}
+            if result is not None:
+                space_metrics |= {"fitness": entry["reward"], "val_accuracy": result["val_accuracy"],
+                                  "madds": result["madds"], "params": result["params"],
+                                  "search_wall_seconds": result.get("wall_seconds", 0.0)}
+                if result.get("predicted_latency_ms") is not None:
+                    space_metrics["predicted_latency_ms"] = result["predicted_latency_ms"]
+                self.client.set_tag(space_run, "autospace.arch", result["arch"])
+                self.client.log_dict(space_run, {"arch": result["arch"], "choice": result.get("choice")},
+                                     "derived_arch.json")
+                self.client.log_dict(space_run, result["probabilities"], "cell_scores.json")
+            self._log_metrics(space_run, space_metrics)
+            self.client.log_dict(space_run, space, "space.json")
+            self.client.set_terminated(space_run, "FINISHED" if result is not None else "FAILED")
+        # The generation run is FINISHED last: it is the marker that this generation is fully logged.
+        self.client.set_terminated(run_id, "FINISHED")
+        self._log_metrics(self.parent_run_id, {"best_reward": report["best_reward"]} if report["best_reward"]
+                          is not None else {}, step=generation)
+        return True
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        if metrics:
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
+
+    def log_summary(self, summary: dict[str, Any], files: list[Path]) -> None:
+        """Final metrics, the summary and the plots on the parent run, which is then finished."""
+        best = summary["best"]
+        self._log_metrics(self.parent_run_id, {"final_val_accuracy": best["val_accuracy"],
+                                               "final_madds": best["madds"], "final_params": best["params"]})
+        self.client.set_tag(self.parent_run_id, "autospace.best_arch", best["arch"])
+        self.client.log_dict(self.parent_run_id, summary, "summary.json")
+        for path in files:
+            self.client.log_artifact(self.parent_run_id, str(path))
+        self.client.set_terminated(self.parent_run_id, "FINISHED")

@@ -1,0 +1,124 @@
+"""The whole evolution on real Ray and real MLflow (SQLite): finish, agree, resume after SIGKILL, faults.
+
+Slow (Ray trials start worker groups): run with ``pytest -m slow``; CI does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from spaces.arch import Arch
+from tests.spaces.tiny_space import tiny_space
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = "input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu_nores|ir_k3_s2_e3_c12_relu head=cn_k1_c32_relu classes=4"
+
+
+def _write_config(tmp_path: Path, data: Path, generations: int = 2) -> Path:
+    space_file = tmp_path / "space.yaml"
+    tiny_space().save(space_file)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""
+out_dir: {tmp_path / 'run'}
+data: {{path: {data}}}
+space: {{file: {space_file}, reference: "{REFERENCE}"}}
+budget: {{metric: madds, target: 3.0e5}}
+search: {{epochs: 2, warmup_epochs: 1, batch_size: 64, finetune_epochs: 0}}
+evolution: {{generations: {generations}, spaces_per_generation: 2, population_per_layer: 4, cells_per_layer: 2}}
+ray: {{num_cpus: 2, workers_per_trial: 1, cpus_per_worker: 0.45}}
+""")
+    return config
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The real CLI in its own process group (so a test can SIGKILL it with its local Ray)."""
+    full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 900) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def _mlflow_runs(run_dir: Path) -> tuple[MlflowClient, dict, list]:
+    info = json.loads((run_dir / "run.json").read_text())
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]], max_results=1000)
+    return client, info, runs
+
+
+def test_run_then_summary_and_mlflow_agree(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = _finish(_cli("run", "--config", str(_write_config(tmp_path, tiny_dataset))))
+    run_dir = tmp_path / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert Arch.parse(summary["best"]["arch"]).num_classes == 4 and 0 <= summary["best"]["val_accuracy"] <= 1
+    assert summary["best"]["arch"] in out and (run_dir / "pareto.png").stat().st_size > 1000
+    client, info, runs = _mlflow_runs(run_dir)
+    parent = client.get_run(info["parent_run_id"])
+    assert parent.info.status == "FINISHED" and summary["mlflow"]["run_id"] == info["parent_run_id"]
+    assert parent.data.tags["autospace.best_arch"] == summary["best"]["arch"]
+    assert parent.data.metrics["final_val_accuracy"] == pytest.approx(summary["best"]["val_accuracy"])
+    generations = sorted((r for r in runs if r.data.tags.get("autospace.kind") == "generation"),
+                         key=lambda r: int(r.data.tags["autospace.generation"]))
+    assert [int(r.data.tags["autospace.generation"]) for r in generations] == [0, 1]
+    for run, entry in zip(generations, summary["generations"]):
+        assert run.data.metrics["best_reward"] == pytest.approx(entry["best_fitness"])
+    spaces = [r for r in runs if r.data.tags.get("autospace.kind") == "space"]
+    assert len(spaces) == 4 and all(r.info.status == "FINISHED" for r in spaces)
+    for run in spaces:
+        assert {"fitness", "val_accuracy", "madds", "params"} <= set(run.data.metrics)
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"space.json", "derived_arch.json", "cell_scores.json"} <= names
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.json", "pareto.png",
+                                                                           "evolution.json"}
+    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(run_dir), "--json"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert json.loads(status.stdout)["generations_done"] == 2 and json.loads(status.stdout)["finished"]
+
+
+def test_sigkill_after_first_generation_then_resume(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = _write_config(tmp_path, tiny_dataset, generations=3)
+    run_dir = tmp_path / "run"
+    process = _cli("run", "--config", str(config))
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        state = run_dir / "evolution.json"
+        if state.exists() and json.loads(state.read_text())["generation"] >= 1:
+            break
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = json.loads((run_dir / "evolution.json").read_text())["generation"]
+    assert 1 <= done_before < 3
+    _finish(_cli("resume", str(run_dir)))
+    state = json.loads((run_dir / "evolution.json").read_text())
+    assert [h["generation"] for h in state["history"]] == [0, 1, 2]
+    _, _, runs = _mlflow_runs(run_dir)
+    logged = sorted(int(r.data.tags["autospace.generation"]) for r in runs
+                    if r.data.tags.get("autospace.kind") == "generation")
+    assert logged == [0, 1, 2]  # each generation exactly once
+    assert (run_dir / "summary.json").exists()
+
+
+def test_a_faulty_trial_is_retried_and_the_run_completes(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = _write_config(tmp_path, tiny_dataset, generations=1)
+    out = _finish(_cli("run", "--config", str(config), env={"AUTOSPACE_FAULT_SPACE": "0"}))
+    run_dir = tmp_path / "run"
+    results = json.loads((run_dir / "generations" / "gen-0" / "results.json").read_text())
+    assert all(r["ok"] for r in results), out[-3000:]
+    assert (run_dir / "generations" / "gen-0" / "space-0" / "fault-injected").exists()

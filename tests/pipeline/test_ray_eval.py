@@ -1,0 +1,124 @@
+"""The Ray evaluator end to end on a real local Ray: tiny spaces, tiny data, real Tune and Train."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import ray
+
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.ray_eval import SpaceEvaluation, _prepare_space_dir, evaluate_spaces, trial_capacity
+from spaces.arch import Arch
+from spaces.space import SearchSpace
+from tests.spaces.tiny_space import TINY_SPACE
+
+
+def tiny_config(data: Path, *overrides: str) -> Config:
+    return load_config(None, [f"data.path={data}", "search.epochs=2", "search.warmup_epochs=1",
+                              "search.batch_size=32", "search.finetune_epochs=0", "budget.target=2e5",
+                              "ray.workers_per_trial=1", "ray.cpus_per_worker=0.45", *overrides])
+
+
+def space_at(resolution: int) -> SearchSpace:
+    """The tiny space at one input resolution, so each result's arch shows which space it came from."""
+    return SearchSpace.from_dict({**TINY_SPACE, "name": f"tiny-{resolution}", "resolutions": [resolution]})
+
+
+def wait_for_free_cpus(timeout: float = 10.0) -> float:
+    """Free CPUs once every reservation is released (release is asynchronous), or at the timeout."""
+    total = ray.cluster_resources()["CPU"]
+    deadline = time.monotonic() + timeout
+    while (free := ray.available_resources().get("CPU", 0.0)) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return free
+
+
+def assert_searched(evaluation: SpaceEvaluation, space: SearchSpace) -> None:
+    assert evaluation.ok and evaluation.error is None, evaluation.error
+    result = evaluation.result
+    assert result is not None
+    assert space.contains(Arch.parse(result["arch"]))
+    assert 0.0 <= result["val_accuracy"] <= 1.0
+    assert result["madds"] > 0 and result["params"] > 0
+    assert len(result["history"]) == 2 and result["probabilities"]
+    assert evaluation.attempts == 1 and evaluation.wall_seconds > result["wall_seconds"] > 0
+
+
+def test_capacity_counts_workers_cpus_and_caps_the_configured_limit(ray_cluster: dict[str, float],
+                                                                    tiny_dataset: Path) -> None:
+    assert ray_cluster["CPU"] == 2
+    assert trial_capacity(tiny_config(tiny_dataset)) == 4  # 2 CPUs // 0.45
+    assert trial_capacity(tiny_config(tiny_dataset, "ray.workers_per_trial=2")) == 2
+    assert trial_capacity(tiny_config(tiny_dataset, "ray.cpus_per_worker=1.0")) == 2
+    assert trial_capacity(tiny_config(tiny_dataset, "ray.max_concurrent_trials=1")) == 1
+    assert trial_capacity(tiny_config(tiny_dataset, "ray.max_concurrent_trials=9")) == 4
+    with pytest.raises(ConfigError, match="needs ray.workers_per_trial x ray.cpus_per_worker = 3 x 1.0 = 3 CPUs"):
+        trial_capacity(tiny_config(tiny_dataset, "ray.workers_per_trial=3", "ray.cpus_per_worker=1.0"))
+
+
+def test_a_leftover_checkpoint_is_kept_for_its_space_and_dropped_for_another(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "space-0" / "search.pt"
+    _prepare_space_dir(tmp_path, 0, space_at(12))
+    checkpoint.write_bytes(b"epochs of space 12")
+    _prepare_space_dir(tmp_path, 0, space_at(12))
+    assert checkpoint.exists()
+    _prepare_space_dir(tmp_path, 0, space_at(8))
+    assert not checkpoint.exists()
+
+
+def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster: dict[str, float],
+                                                                     tiny_dataset: Path, tmp_path: Path) -> None:
+    spaces = [space_at(12), space_at(8)]
+    evaluations = evaluate_spaces(spaces, tiny_config(tiny_dataset), tiny_dataset, tmp_path / "gen-0", "gen-0")
+    assert [e.index for e in evaluations] == [0, 1]
+    for evaluation, space in zip(evaluations, spaces):
+        assert_searched(evaluation, space)
+    assert [Arch.parse(e.result["arch"]).input_size for e in evaluations] == [12, 8]
+    assert (tmp_path / "gen-0" / "space-1" / "search.pt").exists()
+    assert (tmp_path / "gen-0" / "gen-0").is_dir()  # Tune's experiment under storage, not ~/ray_results
+    copy = SpaceEvaluation.from_dict(json.loads(json.dumps(evaluations[0].to_dict())))
+    assert copy == evaluations[0]
+    assert wait_for_free_cpus() == ray_cluster["CPU"]
+
+
+def test_two_workers_search_one_space_data_parallel(ray_cluster: dict[str, float], tiny_dataset: Path,
+                                                    tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset, "ray.workers_per_trial=2")
+    [evaluation] = evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers")
+    assert_searched(evaluation, space_at(12))
+    assert wait_for_free_cpus() == ray_cluster["CPU"]
+
+
+@pytest.fixture(scope="module")
+def faulty_run(ray_cluster: dict[str, float], tiny_dataset: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[SpaceEvaluation], Path]]:
+    """One run for both fault tests: space 0 fails once then resumes, space 1 fails every attempt."""
+    storage = tmp_path_factory.mktemp("faulty")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AUTOSPACE_FAULT_SPACE", "0")
+        env.setenv("AUTOSPACE_FAULT_SPACE_ALWAYS", "1")
+        config = tiny_config(tiny_dataset, "ray.max_failures=1")
+        yield evaluate_spaces([space_at(12), space_at(8)], config, tiny_dataset, storage, "faulty"), storage
+
+
+def test_a_failed_worker_is_retried_and_the_trial_succeeds(faulty_run: tuple[list[SpaceEvaluation], Path]) -> None:
+    evaluations, storage = faulty_run
+    retried = evaluations[0]
+    assert (storage / "space-0" / "fault-injected").exists()
+    assert retried.ok and retried.attempts == 2, retried.error
+    assert space_at(12).contains(Arch.parse(retried.result["arch"]))
+
+
+def test_a_trial_that_keeps_failing_is_reported_not_raised(ray_cluster: dict[str, float],
+                                                          faulty_run: tuple[list[SpaceEvaluation], Path]) -> None:
+    evaluations, _ = faulty_run
+    failed = evaluations[1]
+    assert [e.index for e in evaluations] == [0, 1]
+    assert not failed.ok and failed.result is None
+    assert "RuntimeError: injected fault (always)" in failed.error
+    assert failed.attempts == 2  # the first try and max_failures=1 retry
+    assert wait_for_free_cpus() == ray_cluster["CPU"]
