@@ -207,7 +207,8 @@ class Evolution:
             "spaces": [{"cardinality": space.cardinality, "log10_cardinality": round(space.log10_cardinality, 3),
                         "reward": reward, "arch": result["arch"] if result else None,
                         "val_accuracy": result["val_accuracy"] if result else None,
-                        "madds": result["madds"] if result else None, "params": result["params"] if result else None}
+                        "madds": result["madds"] if result else None, "params": result["params"] if result else None,
+                        "predicted_latency_ms": result.get("predicted_latency_ms") if result else None}
                        for space, reward, result in zip(spaces, rewards, results)],
             "layers": changes,
             "champion": self.elite[0]["result"]["arch"] if self.elite else None,

@@ -206,6 +206,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return result
 
 
+_FILE_FIELDS = (("data", "path"), ("space", "file"))
+
+
+def _relative_to(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative file paths in a config file are relative to the file, not to the working directory."""
+    raw = dict(raw)
+    for section, key in _FILE_FIELDS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            raw[section] = {**raw[section], key: str(base / value)}
+    return raw
+
+
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read, override and validate; ``path=None`` means every embedded default."""
     raw: Any = {}
@@ -220,6 +233,7 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+        raw = _relative_to(raw, Path(path).parent)
     raw = apply_overrides(raw, overrides or [])
     try:
         return Config.model_validate(raw)

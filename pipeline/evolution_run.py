@@ -42,6 +42,7 @@ from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, write_json
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
+from spaces.latency import LatencyTable, MeasureSettings
 from spaces.reference import reference_arch
 from spaces.space import SearchSpace
 
@@ -100,12 +101,25 @@ class EvolutionRunner:
                              generations=config.evolution.generations)
             evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}")
             results = [e.result if e.ok else None for e in evaluations]
+            self._predict_latency(results)
             write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
             evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
             evolution.save(paths.state)
             self._log_missing_generations(evolution, tracker)
             self._set_status(running_trials=0, generations_done=evolution.generation)
         return self._finish(evolution, tracker, data_path)
+
+    def _predict_latency(self, results: list[dict[str, Any] | None]) -> None:
+        """Predicted torch-CPU latency (batch 1) of each derived arch from the run's lookup table,
+        measured only for ops not in the table yet."""
+        path = self.paths.root / "latency_table.json"
+        table = LatencyTable.load(path) if path.exists() else LatencyTable.create(MeasureSettings())
+        for result in results:
+            if result is not None:
+                arch = Arch.parse(result["arch"])
+                table.ensure(arch)
+                result["predicted_latency_ms"] = table.predict(arch)
+        table.save(path)
 
     def _log_missing_generations(self, evolution: Evolution, tracker: Tracker) -> None:
         """Log every finished generation MLflow does not have yet (exactly once across crashes)."""
@@ -121,11 +135,13 @@ class EvolutionRunner:
         learned = evolution.learned_space()
         write_json(paths.final / "space.json", learned.to_dict())
         final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final")[0]
+        self._predict_latency([final.result if final.ok else None])
         points = [{**entry, "generation": h["generation"]} for h in evolution.history for entry in h["spaces"]
                   if entry["arch"] is not None]
         if final.ok:
             points.append({"arch": final.result["arch"], "val_accuracy": final.result["val_accuracy"],
                            "madds": final.result["madds"], "params": final.result["params"],
+                           "predicted_latency_ms": final.result["predicted_latency_ms"],
                            "generation": evolution.generation, "final": True})
         if not points:
             raise RuntimeError("every search of the run failed; see generations/*/results.json for the errors")
@@ -135,7 +151,8 @@ class EvolutionRunner:
         plot_pareto(points, front, paths.pareto, config.budget.target, metric if metric != "latency" else "madds")
         summary = {
             "best": {"arch": best["arch"], "val_accuracy": best["val_accuracy"], "madds": best["madds"],
-                     "params": best["params"], "fitness": _reward(best, config),
+                     "params": best["params"], "predicted_latency_ms": best.get("predicted_latency_ms"),
+                     "fitness": _reward(best, config),
                      "from": "final search" if best.get("final") else f"generation {best['generation']}"},
             "final_search": final.result if final.ok else {"error": final.error},
             "learned_space": learned.to_dict(),

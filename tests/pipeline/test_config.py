@@ -39,7 +39,8 @@ def test_example_config_documents_every_field_with_its_default() -> None:
 def test_quickstart_config_is_valid() -> None:
     config = load_config(REPO / "configs" / "quickstart.yaml")
     assert config.out_dir == Path("runs/quickstart")
-    assert config.data.train_limit == 6000
+    assert config.space.file == REPO / "configs" / "quickstart_space.yaml"  # relative to the config file
+    assert config.space.file.exists()
 
 
 def test_overrides_are_parsed_as_yaml_and_validated() -> None:
