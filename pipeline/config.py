@@ -129,23 +129,28 @@ class MlflowConfig(_Section):
     tracking_uri: str | None = Field(None, description="null = sqlite:///<run dir>/mlflow.db")
     experiment: str = "autospace"
     registered_model: str = "autospace-model"
+    promote_min_gain: float = Field(0.0, ge=0, description="test-accuracy gain needed to replace the champion")
+    promote_budget_slack: float = Field(1.0, ge=1, description="a champion's cost may be at most target x this")
 
 
 class RetrainConfig(_Section):
     """Training the final architectures from scratch, hyper-parameters tuned by Optuna."""
 
     top_k: int = Field(2, ge=1, description="Pareto-front architectures to retrain")
-    epochs: int = Field(5, ge=1)
-    tuning_trials: int = Field(4, ge=1)
+    epochs: int = Field(5, ge=1, description="epochs of the final training (train+val)")
+    tuning_trials: int = Field(4, ge=1, description="Optuna trials per architecture")
+    tuning_epochs: int = Field(3, ge=1, description="epochs of one tuning trial (ASHA's max_t)")
     batch_size: int = Field(128, ge=1)
+    workers: int = Field(1, ge=1, description="Ray Train data-parallel workers of the final training")
     lr_range: tuple[float, float] = (0.01, 0.2)
     weight_decay_range: tuple[float, float] = (1e-5, 1e-3)
     label_smoothing_range: tuple[float, float] = (0.0, 0.2)
+    augmentation_range: tuple[float, float] = Field((0.0, 0.3), description="random-shift strength (share of size)")
     seed: int = 0
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> RetrainConfig:
-        for name in ("lr_range", "weight_decay_range", "label_smoothing_range"):
+        for name in ("lr_range", "weight_decay_range", "label_smoothing_range", "augmentation_range"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name}=[{low}, {high}] must satisfy 0 <= low <= high")

@@ -123,6 +123,18 @@ def _average_gradients(params: list[nn.Parameter]) -> None:
         p.grad /= world
 
 
+def _average_buffers(module: nn.Module) -> None:
+    """Average BN running statistics over ranks: each rank normalised with its own slice of the
+    batch, so without this the ranks' children (and rank 0's checkpoint) would differ."""
+    rank, world = _world()
+    if world == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer /= world
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """This rank's slice of each global batch of a seeded permutation (last partial batch dropped)."""
     rank, world = _world()
@@ -236,6 +248,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                                  data_order, before_step=arch_step if search_arch else None)
         for p in arch_params:  # weight steps leave gradients on the logits; they must not leak
             p.grad = None
+        _average_buffers(net)
         schedule.step()
         expected = net.expected_cost(net.mean_sample())
         record = {"epoch": epoch, "tau": tau, "train_loss": train_loss,
@@ -273,6 +286,7 @@ def finetune_and_validate(child: nn.Module, arch: Arch, data: SearchData, settin
     child.train()
     for _ in range(settings.finetune_epochs):
         train_epoch(child, params, optimizer, x_train, data.y_train, settings.batch_size, order)
+    _average_buffers(child)
     child.eval()
     return evaluate(child, x_val, data.y_val)
 
