@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deploy import predict as predict_cli
+from deploy import registry as registry_cli
+from deploy.registry import RegistryError
+from deploy.schedule import CronError, ScheduleLockedError
 from pipeline import cost_cli, run_cli
 from pipeline.config import ConfigError
 from pipeline.data import cli as data_cli
@@ -18,7 +22,8 @@ from spaces.search import CheckpointError
 
 __all__ = ["main", "build_parser"]
 
-USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, SpecError, CheckpointError, RegistryError, CronError, ScheduleLockedError,
+               FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_cli.register(commands)
     data_cli.register(commands)
     cost_cli.register(commands)
+    registry_cli.register(commands)
+    predict_cli.register(commands)
     return parser
 
 

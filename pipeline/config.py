@@ -136,6 +136,7 @@ class MlflowConfig(_Section):
 class RetrainConfig(_Section):
     """Training the final architectures from scratch, hyper-parameters tuned by Optuna."""
 
+    enabled: bool = Field(True, description="run the deploy stage (retrain, export, register) after evolving")
     top_k: int = Field(2, ge=1, description="Pareto-front architectures to retrain")
     epochs: int = Field(5, ge=1, description="epochs of the final training (train+val)")
     tuning_trials: int = Field(4, ge=1, description="Optuna trials per architecture")

@@ -34,6 +34,7 @@ from typing import Any
 import ray
 
 from evolve.fitness import space_reward
+from deploy.pipeline import deploy_run
 from evolve.loop import Evolution, EvolutionSettings
 from pipeline.config import Config
 from pipeline.ray_eval import ensure_ray, evaluate_spaces
@@ -85,6 +86,8 @@ class EvolutionRunner:
         tracker = Tracker(config, run_info.get("parent_run_id"))
         write_json(paths.run, {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
                                 "tracking_uri": tracker.uri})
+        if paths.summary.exists():  # evolution finished earlier: only the deploy stage may be left
+            return self._deploy(json.loads(paths.summary.read_text()), tracker, data_path)
         if paths.state.exists():
             evolution = Evolution.load(paths.state)
             self._log_missing_generations(evolution, tracker)
@@ -107,7 +110,7 @@ class EvolutionRunner:
             evolution.save(paths.state)
             self._log_missing_generations(evolution, tracker)
             self._set_status(running_trials=0, generations_done=evolution.generation)
-        return self._finish(evolution, tracker, data_path)
+        return self._deploy(self._finish(evolution, tracker, data_path), tracker, data_path)
 
     def _predict_latency(self, results: list[dict[str, Any] | None]) -> None:
         """Predicted torch-CPU latency (batch 1) of each derived arch from the run's lookup table,
@@ -164,8 +167,17 @@ class EvolutionRunner:
         }
         write_json(paths.summary, summary)
         tracker.log_summary(summary, [paths.pareto, paths.state])
-        self._set_status(phase="done", running_trials=0)
         return summary
+
+    def _deploy(self, summary: dict[str, Any], tracker: Tracker, data_path: Path) -> dict[str, Any]:
+        """Retrain -> export -> register -> promote (when enabled), then close the MLflow run."""
+        deployed = None
+        if self.config.retrain.enabled:
+            deployed = deploy_run(self.config, summary, data_path, tracker,
+                                  on_phase=lambda phase: self._set_status(phase=phase, running_trials=0))
+        tracker.finish(deployed)
+        self._set_status(phase="done", running_trials=0)
+        return {**summary, "deploy": deployed}
 
 
 def _reward(point: dict[str, Any], config: Config) -> float:

@@ -36,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status_parser.add_argument("out", type=Path, help="the run directory")
     status_parser.add_argument("--json", action="store_true", help="print JSON")
     status_parser.set_defaults(func=status)
+    schedule_parser = subparsers.add_parser(
+        "schedule", help="run the whole pipeline on a cron schedule (foreground), never overlapping",
+        description="Each run: evolve -> retrain -> export -> register -> promote if better, in "
+                    "OUT/scheduled/<UTC stamp>; an interrupted run is resumed by the next tick. See docs/schedule.md.")
+    _add_config_arguments(schedule_parser)
+    when = schedule_parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='five-field cron expression in UTC, e.g. "0 3 * * *"')
+    when.add_argument("--once", action="store_true", help="one scheduled run now (for cron/systemd/K8s)")
+    schedule_parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    schedule_parser.set_defaults(func=schedule)
     search_parser = subparsers.add_parser(
         "search", help="one differentiable supernet search in this process",
         description="Search the configured space (or --space) once; resumes from OUT/search/checkpoint.pt.")
@@ -112,6 +122,13 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
                         for p in summary["pareto_front"]]))
     print(f"\nbest: {best['arch']}\n      val acc {best['val_accuracy']:.4f}, {human(best['madds'])} MAdds, "
           f"{human(best['params'])} params, fitness {best['fitness']:.4f} ({best['from']})")
+    models = (summary.get("deploy") or {}).get("models", [])
+    if models:
+        print()
+        print(format_table(["retrained model", "test acc", "ONNX ms (b=1)", "version", "promotion"],
+                           [[m["arch"], f"{m['retrain']['test_accuracy']:.4f}",
+                             _fmt(m["export"]["latency_ms"].get("onnxruntime", {}).get("1")), m["version"],
+                             m["promotion"]["decision"]] for m in models]))
     print(f"summary: {out_dir / 'summary.json'}  plot: {out_dir / 'pareto.png'}  "
           f"mlflow: {summary['mlflow']['tracking_uri']} run {summary['mlflow']['run_id']}")
 
@@ -140,6 +157,27 @@ def resume(args: argparse.Namespace) -> int:
     config = load_config(None, [f"out_dir={args.out}"])
     summary = _follow(config, resume_run=True)
     _print_summary(summary, args.out)
+    return 0
+
+
+def schedule(args: argparse.Namespace) -> int:
+    from deploy.schedule import CronSchedule, run_forever, run_tick
+
+    config = config_from_args(args)
+    cron = CronSchedule.parse(args.cron) if args.cron else None
+
+    def job(run_dir: Path, resume_run: bool) -> dict:
+        summary = _follow(config.model_copy(update={"out_dir": run_dir}), resume_run)
+        models = (summary.get("deploy") or {}).get("models", [])
+        return {"best": summary["best"]["arch"], "versions": [m.get("version") for m in models],
+                "promotions": [m.get("promotion", {}).get("decision") for m in models]}
+
+    if cron is None:
+        print(json.dumps(run_tick(config.out_dir, job), indent=2))
+        return 0
+    for record in run_forever(config.out_dir, cron, job, max_runs=args.max_runs,
+                              on_wait=lambda due: print(f"next run at {due.isoformat()}", flush=True)):
+        print(json.dumps(record, indent=2))
     return 0
 
 

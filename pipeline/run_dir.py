@@ -53,7 +53,7 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "generations_done": len(history),
         "best_fitness": max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None),
         "champion": history[-1]["champion"] if history else None,
-        "finished": paths.summary.exists(),
+        "finished": status.get("phase") == "done",
     }
 
 

@@ -68,7 +68,9 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], " and ".join(query), max_results=1000)
         return [r for r in runs if r.info.status == "FINISHED"]
 
-    def _start_child(self, parent: str, name: str, kind: str, tags: dict[str, Any]) -> str:
+    def start_child(self, kind: str, tags: dict[str, Any], name: str, parent: str | None = None) -> str:
+        """A nested run (under ``parent``, default the pipeline run) tagged ``autospace.kind``."""
+        parent = parent or self.parent_run_id
         all_tags = {PARENT_TAG: parent, NAME_TAG: name, "autospace.kind": kind,
                     **{f"autospace.{k}": str(v) for k, v in tags.items()}}
         return self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
@@ -79,16 +81,15 @@ class Tracker:
         generation = report["generation"]
         if self.child_runs("generation", generation=generation):
             return False
-        run_id = self._start_child(self.parent_run_id, f"generation-{generation}", "generation",
-                                   {"generation": generation})
+        run_id = self.start_child("generation", {"generation": generation}, f"generation-{generation}")
         metrics = {k: report[k] for k in ("best_reward", "mean_reward", "failed_spaces", "wall_seconds")
                    if report.get(k) is not None}
         self._log_metrics(run_id, metrics)
         self.client.log_dict(run_id, report, "report.json")
         self.client.log_dict(run_id, state, "population_state.json")
         for index, (space, result, entry) in enumerate(zip(spaces, results, report["spaces"])):
-            space_run = self._start_child(run_id, f"g{generation}-space-{index}", "space",
-                                          {"generation": generation, "space": index})
+            space_run = self.start_child("space", {"generation": generation, "space": index},
+                                         f"g{generation}-space-{index}", parent=run_id)
             space_metrics = {"log10_cardinality": entry["log10_cardinality"]}
             if result is not None:
                 space_metrics |= {"fitness": entry["reward"], "val_accuracy": result["val_accuracy"],
@@ -114,7 +115,7 @@ class Tracker:
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
 
     def log_summary(self, summary: dict[str, Any], files: list[Path]) -> None:
-        """Final metrics, the summary and the plots on the parent run, which is then finished."""
+        """Final metrics, the summary and the plots on the parent run."""
         best = summary["best"]
         self._log_metrics(self.parent_run_id, {"final_val_accuracy": best["val_accuracy"],
                                                "final_madds": best["madds"], "final_params": best["params"]})
@@ -122,4 +123,9 @@ class Tracker:
         self.client.log_dict(self.parent_run_id, summary, "summary.json")
         for path in files:
             self.client.log_artifact(self.parent_run_id, str(path))
+
+    def finish(self, deployed: dict[str, Any] | None = None) -> None:
+        """Close the pipeline run (after the deploy stage, whose record it keeps)."""
+        if deployed is not None:
+            self.client.log_dict(self.parent_run_id, deployed, "deploy.json")
         self.client.set_terminated(self.parent_run_id, "FINISHED")

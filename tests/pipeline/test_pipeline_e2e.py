@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 REFERENCE = "input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu_nores|ir_k3_s2_e3_c12_relu head=cn_k1_c32_relu classes=4"
 
 
-def _write_config(tmp_path: Path, data: Path, generations: int = 2) -> Path:
+def _write_config(tmp_path: Path, data: Path, generations: int = 2, deploy: bool = False) -> Path:
     space_file = tmp_path / "space.yaml"
     tiny_space().save(space_file)
     config = tmp_path / "config.yaml"
@@ -37,6 +37,7 @@ budget: {{metric: madds, target: 3.0e5}}
 search: {{epochs: 2, warmup_epochs: 1, batch_size: 64, finetune_epochs: 0}}
 evolution: {{generations: {generations}, spaces_per_generation: 2, population_per_layer: 4, cells_per_layer: 2}}
 ray: {{num_cpus: 2, workers_per_trial: 1, cpus_per_worker: 0.45}}
+retrain: {{enabled: {str(deploy).lower()}, top_k: 1, epochs: 2, tuning_trials: 2, tuning_epochs: 1, batch_size: 64}}
 """)
     return config
 

@@ -1,0 +1,79 @@
+"""Orchestration overhead and data-parallel scaling of one candidate-space search.
+
+Measured side by side in one run, on the same space, data and settings:
+
+1. the search called directly in this process (1 torch thread);
+2. the same search through Ray Tune + Ray Train (1 worker, 1 CPU) — the path every
+   candidate space takes in ``autospace run`` — wall time of the whole
+   ``evaluate_spaces`` call, and the search time measured inside the worker;
+3. the same through 2 Train workers (data-parallel, 1 CPU each).
+
+Prints the overhead of (2) over (1) and the samples/s of (3) over (2). Usage::
+
+    .venv/bin/python benchmarks/bench_orchestration.py --train 3000 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from pipeline.config import load_config
+from pipeline.ray_eval import ensure_ray, evaluate_spaces
+from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
+from pipeline.tables import format_table
+from spaces.search import search
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "configs" / "quickstart.yaml")
+    parser.add_argument("--train", type=int, default=3000, help="training images")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    overrides = [f"data.train_limit={args.train}", f"search.epochs={args.epochs}", "search.warmup_epochs=1",
+                 "ray.cpus_per_worker=1.0"]
+    config = load_config(args.config, overrides)
+    data_path, info = dataset_info(config)
+    space = load_space(config, info)
+    settings = search_settings(config)
+    samples = args.train * args.epochs
+
+    torch.set_num_threads(1)
+    data = load_search_data(config, data_path)
+    start = time.perf_counter()
+    direct = search(space, data, settings)
+    direct_s = time.perf_counter() - start
+
+    ensure_ray(config)
+    rows = [["direct (this process)", f"{direct_s:.1f}", f"{direct.wall_seconds:.1f}", f"{samples / direct_s:.0f}",
+             "-"]]
+    timings = {}
+    for workers in (1, 2):
+        config_w = load_config(args.config, overrides + [f"ray.workers_per_trial={workers}"])
+        with tempfile.TemporaryDirectory() as storage:
+            start = time.perf_counter()
+            evaluation = evaluate_spaces([space], config_w, data_path, Path(storage), f"bench-{workers}")[0]
+            total = time.perf_counter() - start
+        if not evaluation.ok:
+            raise SystemExit(f"trial failed: {evaluation.error}")
+        inner = evaluation.result["wall_seconds"]
+        timings[workers] = inner
+        rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{inner:.1f}",
+                     f"{samples / inner:.0f}", f"{100 * (total - direct_s) / direct_s:+.0f}%"])
+    ray.shutdown()
+    print(f"space {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
+          f"batch {settings.batch_size}")
+    print(format_table(["path", "wall s", "search s (inside)", "samples/s (inside)", "overhead vs direct"], rows))
+    print(f"\n2 workers vs 1 worker, samples/s inside the search: {timings[1] / timings[2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,456 @@
+"""Train the final architectures from scratch: Optuna-tuned hyper-parameters, then Ray Train.
+
+Method. For each architecture (:func:`retrain_front`):
+
+1. :func:`tune_hyperparameters`: Ray Tune draws ``retrain.tuning_trials``
+   configurations (learning rate and weight decay log-uniform, label smoothing
+   and shift-augmentation strength uniform, each within its configured range)
+   from Optuna's seeded TPE sampler. A trial trains on the train split for up to
+   ``retrain.tuning_epochs`` epochs and reports validation accuracy after each;
+   ASHA stops trials whose accuracy at a rung (epoch 1, 2, 4, ...) falls below
+   the best ``1 / ASHA_REDUCTION_FACTOR`` seen at that rung so far.
+2. :func:`retrain`: a Ray Train ``TorchTrainer`` with ``retrain.workers`` gloo
+   workers trains ``ChildNet(arch)`` on train+val with the best configuration
+   (SGD, Nesterov momentum 0.9, cosine learning rate, label smoothing, weight
+   decay, random shifts), then measures test accuracy.
+
+Why tuning trials are single-process. When Tune stops a Train-in-Tune trial
+early, that trial's Train workers keep their CPUs reserved and later trials hang
+(see STACK-NOTES). Early stopping is the point of ASHA, so a tuning trial is a
+plain function trainable that trains in the trial actor itself on 1 CPU: Tune
+can stop it at any moment and its CPU is released with the actor.
+
+Resumability. The final training checkpoints after every epoch (weights,
+optimizer, scheduler and data-order generator state) to ``<storage>/checkpoint.pt``
+and resumes from it when called again with the same storage; the augmentation
+draws from a generator seeded per (seed, epoch, rank), so a resumed run is
+bit-identical to an uninterrupted one. Tuning is cached as
+``<storage>/tuning.json`` once it has finished (``Tuner.restore`` would not restore
+Optuna's state, so an interrupted tuning starts over), and :func:`retrain_front`
+skips architectures whose ``result.json`` exists.
+
+Fault injection (tests, drills): ``AUTOSPACE_RETRAIN_FAULT_EPOCH=<k>`` makes rank 0
+raise ``RuntimeError("injected fault")`` right after checkpointing epoch ``k``
+(1-based) unless ``<storage>/fault-injected`` exists; it creates that marker first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+import torch.distributed as dist
+from optuna.samplers import TPESampler
+from ray import train, tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from deploy.augment import random_shift
+from pipeline.config import Config, ConfigError
+from pipeline.data import load_dataset, read_info
+from pipeline.ray_eval import ensure_ray
+from spaces.arch import Arch
+from spaces.modules import ChildNet
+from spaces.search import CheckpointError, _save_atomically, evaluate, train_epoch
+from spaces.supernet import resize_input
+
+__all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
+           "smoothed", "tune_hyperparameters", "validate_archs"]
+
+logger = logging.getLogger(__name__)
+
+ASHA_REDUCTION_FACTOR = 2
+CHECKPOINT_FORMAT = "autospace-retrain-checkpoint/1"
+FAULT_ENV = "AUTOSPACE_RETRAIN_FAULT_EPOCH"
+METRIC = "val_accuracy"
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """What tuning chooses and final training uses."""
+
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    augmentation: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
+        """From a Tune config or JSON; extra keys are ignored, missing ones are a ValueError."""
+        missing = [name for name in cls.__dataclass_fields__ if name not in data]
+        if missing:
+            raise ValueError(f"hyper-parameters lack {', '.join(missing)}; got {sorted(data)}")
+        return cls(**{name: float(data[name]) for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class TuningResult:
+    """One architecture's tuning: the chosen hyper-parameters and every trial, JSON-friendly."""
+
+    arch: str
+    best: Hyperparameters
+    best_val_accuracy: float
+    max_t: int
+    trials: list[dict[str, Any]]
+    wall_seconds: float
+
+    @property
+    def stopped_early(self) -> int:
+        """Trials ASHA stopped before ``max_t`` epochs."""
+        return sum(t["iterations"] < self.max_t for t in self.trials if t["error"] is None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "best": self.best.to_dict(), "stopped_early": self.stopped_early}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TuningResult:
+        fields = {k: v for k, v in data.items() if k not in ("key", "stopped_early")}
+        return cls(**{**fields, "best": Hyperparameters.from_dict(data["best"])})
+
+
+@dataclass
+class RetrainResult:
+    """One architecture trained from scratch: test accuracy, per-epoch history, final weights.
+
+    ``wall_seconds`` is the last :func:`retrain` call's (a resumed run counts only its own part);
+    ``tuning`` is the :class:`TuningResult` as a dict when :func:`retrain_front` made it.
+    """
+
+    arch: str
+    hparams: dict[str, float]
+    test_accuracy: float
+    history: list[dict[str, float]]
+    wall_seconds: float
+    weights_path: str
+    seed: int
+    epochs: int
+    workers: int
+    tuning: dict[str, Any] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetrainResult:
+        return cls(**data)
+
+
+def validate_archs(archs: list[Arch], data_path: Path) -> None:
+    """Fail before any training when an architecture cannot take the data set's images or labels."""
+    if not archs:
+        raise ValueError("no architectures to retrain: the list is empty")
+    info = read_info(Path(data_path))
+    for arch in archs:
+        if arch.num_classes != info.num_classes:
+            raise ValueError(f"architecture {arch.encode()!r} has {arch.num_classes} classes but the data set "
+                             f"{data_path} has {info.num_classes}")
+        if arch.in_channels != info.shape[0]:
+            raise ValueError(f"architecture {arch.encode()!r} takes {arch.in_channels} input channels but the "
+                             f"data set {data_path} has {info.shape[0]}")
+
+
+def tune_hyperparameters(arch: Arch, config: Config, data_path: Path, storage: Path) -> TuningResult:
+    """Optuna (TPE) + ASHA over the configured ranges; the best trial that ran all epochs wins.
+
+    Each trial is a plain function trainable on 1 CPU that trains in its own actor
+    process, never a Train-in-Tune job: ASHA stops trials early, and a stopped
+    Train-in-Tune trial would leak its workers' CPUs. Returns the cached result
+    when ``<storage>/tuning.json`` holds a finished tuning of this architecture with
+    the same retrain settings and data limits.
+    """
+    validate_archs([arch], data_path)
+    storage = Path(storage).resolve()
+    cache = storage / "tuning.json"
+    key = _settings_key(arch, config)
+    if cache.exists() and (cached := json.loads(cache.read_text())).get("key") == key:
+        return TuningResult.from_dict(cached)
+    start = time.perf_counter()
+    settings = config.retrain
+    space = _search_space(config)
+    ensure_ray(config)
+    trainable = tune.with_parameters(_tuning_trial, arch=arch.encode(), config=config.model_dump(mode="json"),
+                                     data_path=str(Path(data_path).resolve()))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=settings.seed)),
+            scheduler=ASHAScheduler(metric=METRIC, mode="max", max_t=settings.tuning_epochs, grace_period=1,
+                                    reduction_factor=ASHA_REDUCTION_FACTOR),
+            num_samples=settings.tuning_trials, max_concurrent_trials=config.ray.max_concurrent_trials,
+            reuse_actors=True),  # a finished or stopped trial's actor, torch imported, takes the next one
+        run_config=tune.RunConfig(storage_path=str(storage), name="tune", verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+    grid = tuner.fit()
+    trials = []
+    for trial in grid:
+        metrics = trial.metrics or {}
+        trials.append({"hparams": Hyperparameters.from_dict(trial.config).to_dict(),
+                       "iterations": int(metrics.get("training_iteration", 0)),
+                       "val_accuracy": metrics.get(METRIC), "error": None if trial.error is None else str(trial.error)})
+    finished = [t for t in trials if t["error"] is None and t["val_accuracy"] is not None]
+    if not finished:
+        raise RuntimeError(f"every tuning trial of {arch.encode()!r} failed; first error: {trials[0]['error']}")
+    best = max(finished, key=lambda t: (t["iterations"] >= settings.tuning_epochs, t["val_accuracy"]))
+    result = TuningResult(arch.encode(), Hyperparameters.from_dict(best["hparams"]), best["val_accuracy"],
+                          settings.tuning_epochs, trials, time.perf_counter() - start)
+    _write_json(cache, {"key": key, **result.to_dict()})
+    logger.info("tuned %s: %d trials, %d stopped early, best val accuracy %.3f with %s", arch.encode(), len(trials),
+                result.stopped_early, result.best_val_accuracy, result.best)
+    return result
+
+
+def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Path, storage: Path) -> RetrainResult:
+    """Train ``ChildNet(arch)`` from scratch on train+val with ``retrain.workers`` Ray Train workers.
+
+    Resumes from ``<storage>/checkpoint.pt`` (a finished checkpoint only re-evaluates);
+    writes the final ``state_dict`` to ``<storage>/weights.pt``.
+
+    Raises:
+        ValueError: the architecture does not fit the data set.
+        ConfigError: the workers need more CPUs than the Ray cluster has.
+        CheckpointError: the checkpoint belongs to another architecture or settings.
+        ray.train.TrainingFailedError: the workers failed more than ``ray.max_failures`` times.
+    """
+    validate_archs([arch], data_path)
+    start = time.perf_counter()
+    storage = Path(storage).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    run = _run_key(arch, hparams, config)
+    if (storage / "checkpoint.pt").exists():
+        _load_checkpoint(storage / "checkpoint.pt", run)  # a mismatch fails here, not inside a worker
+    ensure_ray(config)
+    workers, cpus = config.retrain.workers, config.ray.cpus_per_worker
+    if workers * cpus > ray.cluster_resources().get("CPU", 0.0):  # else the workers would wait forever
+        raise ConfigError(f"retrain.workers x ray.cpus_per_worker = {workers} x {cpus} CPUs exceed the Ray "
+                          f"cluster's {ray.cluster_resources().get('CPU', 0.0):g}; lower either setting")
+    trainer = TorchTrainer(
+        _retrain_worker,
+        train_loop_config={"arch": arch.encode(), "hparams": hparams.to_dict(), "run": run,
+                           "config": config.model_dump(mode="json"),
+                           "data_path": str(Path(data_path).resolve()), "storage": str(storage),
+                           "threads": max(1, int(cpus)), "fault_epoch": os.environ.get(FAULT_ENV)},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus}),
+        run_config=train.RunConfig(storage_path=str(storage / "ray"), name="retrain",
+                                   failure_config=train.FailureConfig(max_failures=config.ray.max_failures)))
+    outcome = trainer.fit().return_value
+    return RetrainResult(arch=arch.encode(), hparams=hparams.to_dict(), test_accuracy=outcome["test_accuracy"],
+                         history=outcome["history"], wall_seconds=time.perf_counter() - start,
+                         weights_path=str(storage / "weights.pt"), seed=config.retrain.seed,
+                         epochs=config.retrain.epochs, workers=workers)
+
+
+def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: Path) -> list[RetrainResult]:
+    """Tune then retrain the first ``retrain.top_k`` architectures (best first); results in input order.
+
+    Each architecture works in ``<storage>/arch-<digest>``, the digest of its string,
+    the retrain settings and the data limits, so a rerun with the same storage and
+    settings skips finished architectures (their ``result.json``), reuses finished
+    tunings and resumes an interrupted training, while changed settings start afresh.
+    All results are also written to ``<storage>/results.json``.
+    """
+    validate_archs(archs, data_path)
+    chosen = archs[:config.retrain.top_k]
+    if len(chosen) < len(archs):
+        logger.info("retraining the first %d of %d architectures (retrain.top_k)", len(chosen), len(archs))
+    storage = Path(storage).resolve()
+    results = []
+    for arch in chosen:
+        digest = hashlib.sha1(json.dumps(_settings_key(arch, config), sort_keys=True).encode()).hexdigest()
+        arch_dir = storage / f"arch-{digest[:12]}"
+        record = arch_dir / "result.json"
+        if record.exists():
+            logger.info("%s is already retrained; reusing %s", arch.encode(), record)
+            results.append(RetrainResult.from_dict(json.loads(record.read_text())))
+            continue
+        tuning = tune_hyperparameters(arch, config, data_path, arch_dir)
+        result = retrain(arch, tuning.best, config, data_path, arch_dir)
+        result.tuning = tuning.to_dict()
+        _write_json(record, result.to_dict())
+        results.append(result)
+    _write_json(storage / "results.json", [r.to_dict() for r in results])
+    return results
+
+
+def _settings_key(arch: Arch, config: Config) -> dict[str, Any]:
+    """Everything a finished tuning or training depends on (not ``top_k``, not the worker count)."""
+    limits = {name: getattr(config.data, f"{name}_limit") for name in ("train", "val", "test")}
+    return {"arch": arch.encode(), "retrain": config.retrain.model_dump(mode="json", exclude={"top_k", "workers"}),
+            "limits": limits}
+
+
+def _search_space(config: Config) -> dict[str, Any]:
+    """Tune domains over the configured ranges; learning rate and weight decay are log-uniform."""
+    settings = config.retrain
+    for name in ("lr_range", "weight_decay_range"):
+        if getattr(settings, name)[0] <= 0:
+            raise ConfigError(f"retrain.{name}={list(getattr(settings, name))} is sampled log-uniformly, "
+                              "so its low end must be > 0")
+    return {"lr": tune.loguniform(*settings.lr_range), "weight_decay": tune.loguniform(*settings.weight_decay_range),
+            "label_smoothing": tune.uniform(*settings.label_smoothing_range),
+            "augmentation": tune.uniform(*settings.augmentation_range)}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _splits(config: Config, data_path: Path, arch: Arch, *names: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The named splits (limited as the config asks, seeded), resized to the architecture's input."""
+    dataset = load_dataset(data_path)
+    limits = {"train": config.data.train_limit, "val": config.data.val_limit, "test": config.data.test_limit}
+    pairs = (dataset.split(name, limit=limits[name], seed=config.retrain.seed) for name in names)
+    return [(resize_input(x, arch.input_size), y) for x, y in pairs]
+
+
+def smoothed(logits: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Logits whose gradient under plain mean cross-entropy is that of label-smoothed cross-entropy.
+
+    ``train_epoch`` applies ``F.cross_entropy`` to the model's output with hard labels.
+    Its gradient is ``(p - onehot) / B``; label smoothing ``s`` wants
+    ``(p - (1 - s) onehot - s / K) / B = (1 - s) g + s (p - 1 / K) / B``, which the hook
+    computes from the incoming gradient ``g`` alone. The loss value stays the
+    unsmoothed cross-entropy, comparable across trials.
+    """
+    if smoothing > 0 and logits.requires_grad:
+        uniform_gap = logits.detach().softmax(1) - 1 / logits.shape[1]
+        logits.register_hook(lambda g: (1 - smoothing) * g + smoothing * uniform_gap / len(uniform_gap))
+    return logits
+
+
+class _Training:
+    """One network's training state and epoch step, shared by tuning trials and final training."""
+
+    def __init__(self, arch: Arch, hparams: Hyperparameters, epochs: int, batch_size: int, seed: int,
+                 rank: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.net = ChildNet(arch)
+        self.hparams, self.batch_size, self.seed, self.rank = hparams, batch_size, seed, rank
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=hparams.lr, momentum=0.9, nesterov=True,
+                                         weight_decay=hparams.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs)
+        self.order = torch.Generator().manual_seed(seed)  # the same on every rank: one global batch order
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    def run_epoch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One epoch; returns and records rank 0's mean (unsmoothed) loss, the learning rate and the time."""
+        start = time.perf_counter()
+        # Per (seed, epoch, rank): no augmentation state to checkpoint, and resuming reproduces it.
+        shifts = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.rank])
+                                                   .generate_state(1)[0]))
+        hp = self.hparams
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            return smoothed(self.net(random_shift(batch, hp.augmentation, shifts)), hp.label_smoothing)
+
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.net.train()
+        loss = train_epoch(forward, list(self.net.parameters()), self.optimizer, x, y, self.batch_size, self.order)
+        self.schedule.step()
+        self.net.eval()
+        self.history.append({"epoch": self.epoch + 1, "train_loss": loss, "lr": lr,
+                             "seconds": time.perf_counter() - start})
+        return self.history[-1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "order": self.order.get_state(), "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.order.set_state(state["order"])
+        self.history = state["history"]
+
+
+def _tuning_trial(params: dict[str, Any], *, arch: str, config: dict, data_path: str) -> None:
+    """Tune trial: train in this process on 1 CPU, report validation accuracy after every epoch."""
+    torch.set_num_threads(1)
+    settings = Config.model_validate(config)
+    model = Arch.parse(arch)
+    (x, y), (x_val, y_val) = _splits(settings, Path(data_path), model, "train", "val")
+    training = _Training(model, Hyperparameters.from_dict(params), settings.retrain.tuning_epochs,
+                         settings.retrain.batch_size, settings.retrain.seed)
+    for _ in range(settings.retrain.tuning_epochs):
+        record = training.run_epoch(x, y)
+        tune.report({METRIC: evaluate(training.net, x_val, y_val), "train_loss": record["train_loss"]})
+
+
+def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
+    """Train worker: resume, train the remaining epochs with a checkpoint after each, test; rank 0 returns."""
+    rank = train.get_context().get_world_rank()
+    torch.set_num_threads(loop_config["threads"])
+    config = Config.model_validate(loop_config["config"])
+    arch = Arch.parse(loop_config["arch"])
+    hparams = Hyperparameters.from_dict(loop_config["hparams"])
+    storage = Path(loop_config["storage"])
+    settings = config.retrain
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = _splits(config, Path(loop_config["data_path"]), arch,
+                                                                   "train", "val", "test")
+    x, y = torch.cat([x_train, x_val]), torch.cat([y_train, y_val])
+    training = _Training(arch, hparams, settings.epochs, settings.batch_size, settings.seed, rank)
+    run = loop_config["run"]
+    checkpoint = storage / "checkpoint.pt"
+    if checkpoint.exists():
+        training.load_state_dict(_load_checkpoint(checkpoint, run))
+    while training.epoch < settings.epochs:
+        training.run_epoch(x, y)
+        if rank == 0:
+            _save_atomically({"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}, checkpoint)
+            _maybe_inject_fault(loop_config["fault_epoch"], training.epoch, storage)
+    for buffer in training.net.buffers():  # BN statistics are per rank: test (and save) rank 0's everywhere
+        dist.broadcast(buffer, 0)
+    test_accuracy = evaluate(training.net, x_test, y_test)
+    if rank != 0:
+        return None
+    _save_atomically(training.net.state_dict(), storage / "weights.pt")
+    return {"test_accuracy": test_accuracy, "history": training.history}
+
+
+def _run_key(arch: Arch, hparams: Hyperparameters, config: Config) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (the worker count may change)."""
+    return {"arch": arch.encode(), "hparams": hparams.to_dict(), "epochs": config.retrain.epochs,
+            "batch_size": config.retrain.batch_size, "seed": config.retrain.seed,
+            "train_limit": config.data.train_limit, "val_limit": config.data.val_limit}
+
+
+def _load_checkpoint(path: Path, run: dict[str, Any]) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or foreign file: say which and what to do
+        raise CheckpointError(f"retrain checkpoint {path} cannot be read ({err}); delete it to train from scratch") \
+            from None
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("run") != run:
+        raise CheckpointError(f"retrain checkpoint {path} belongs to another architecture or settings "
+                              f"({state.get('run')}); delete it or use a fresh storage directory")
+    return state
+
+
+def _maybe_inject_fault(fault_epoch: str | None, epoch: int, storage: Path) -> None:
+    """Fail once after checkpointing epoch ``fault_epoch``, as the module docstring describes."""
+    marker = storage / "fault-injected"
+    if fault_epoch == str(epoch) and not marker.exists():
+        marker.touch()
+        raise RuntimeError("injected fault")

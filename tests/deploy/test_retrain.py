@@ -1,0 +1,170 @@
+"""Retraining end to end on a real local Ray: ASHA tuning, Ray Train final training, resume, augmentation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+import torch.nn.functional as F
+from ray.train import TrainingFailedError
+
+from deploy.augment import max_shift, random_shift
+from deploy.retrain import (FAULT_ENV, Hyperparameters, RetrainResult, retrain, retrain_front, smoothed,
+                            tune_hyperparameters)
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.data import load_dataset
+from spaces.arch import Arch
+from spaces.modules import ChildNet
+from spaces.search import CheckpointError, evaluate
+from spaces.supernet import resize_input
+from tests.pipeline.conftest import ray_cluster  # noqa: F401  (the session's one local Ray)
+
+ARCH = Arch.parse("input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu_nores|ir_k3_s2_e3_c12_relu "
+                  "head=cn_k1_c32_relu classes=4")
+
+
+def tiny_config(data: Path, *overrides: str) -> Config:
+    """Seconds-long settings; one trial at a time so ASHA sees results in a fixed order."""
+    return load_config(None, [f"data.path={data}", "retrain.epochs=4", "retrain.batch_size=16",
+                              "retrain.tuning_trials=6", "retrain.tuning_epochs=3", "retrain.lr_range=[0.002, 0.5]",
+                              "ray.max_concurrent_trials=1", "ray.max_failures=0", *overrides])
+
+
+def wait_for_free_cpus(timeout: float = 5.0) -> float:
+    """Free CPUs once every reservation is released (release is asynchronous), or at the timeout."""
+    total = ray.cluster_resources()["CPU"]
+    deadline = time.monotonic() + timeout
+    while (free := ray.available_resources().get("CPU", 0.0)) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return free
+
+
+def test_random_shift_is_bounded_and_deterministic_for_a_seed() -> None:
+    x = torch.zeros(64, 1, 12, 12)
+    x[:, 0, 6, 5] = 1.0  # one bright pixel per image: its new place is the shift
+    shifted = random_shift(x, 0.25, torch.Generator().manual_seed(3))
+    assert max_shift(0.25, 12) == 3
+    assert torch.equal(shifted, random_shift(x, 0.25, torch.Generator().manual_seed(3)))
+    assert not torch.equal(shifted, random_shift(x, 0.25, torch.Generator().manual_seed(4)))
+    rows, cols = (shifted[:, 0].flatten(1).argmax(1) // 12) - 6, (shifted[:, 0].flatten(1).argmax(1) % 12) - 5
+    assert shifted.sum((1, 2, 3)).eq(1).all()  # moved, not lost or smeared
+    assert rows.abs().max() <= 3 and cols.abs().max() <= 3
+    assert rows.abs().max() == 3 and (rows != 0).any() and (cols != 0).any()  # 64 draws cover the range
+    assert torch.equal(random_shift(x, 0.05, torch.Generator()), x)  # 0.05 x 12 < 1 pixel: unchanged
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        random_shift(x, -0.1, torch.Generator())
+
+
+def test_shifted_in_pixels_are_zero() -> None:
+    shifted = random_shift(torch.ones(32, 2, 8, 8), 0.5, torch.Generator().manual_seed(0))
+    kept = shifted.sum((1, 2, 3)) / 2  # pixels of each image still from inside the original
+    assert (kept < 64).any() and shifted.unique().tolist() == [0.0, 1.0]
+
+
+def test_smoothed_logits_backpropagate_label_smoothed_cross_entropy() -> None:
+    logits, labels = torch.randn(6, 4, requires_grad=True), torch.tensor([0, 1, 2, 3, 0, 1])
+    F.cross_entropy(smoothed(logits * 1, 0.15), labels).backward()  # * 1: a model's output, not the leaf
+    expected = torch.autograd.grad(F.cross_entropy(logits, labels, label_smoothing=0.15), logits)[0]
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_bad_inputs_are_named(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset)
+    with pytest.raises(ValueError, match="list is empty"):
+        retrain_front([], config, tiny_dataset, tmp_path)
+    three = Arch.parse(ARCH.encode().replace("classes=4", "classes=3"))
+    with pytest.raises(ValueError, match="has 3 classes but the data set .* has 4"):
+        retrain_front([ARCH, three], config, tiny_dataset, tmp_path)
+    with pytest.raises(ValueError, match="lack label_smoothing, augmentation"):
+        Hyperparameters.from_dict({"lr": 0.1, "weight_decay": 1e-4})
+    with pytest.raises(ValueError, match="low end must be > 0"):
+        tune_hyperparameters(ARCH, tiny_config(tiny_dataset, "retrain.weight_decay_range=[0, 0.001]"),
+                             tiny_dataset, tmp_path)
+
+
+def test_asha_stops_trials_early_and_leaves_every_cpu_free(ray_cluster: dict[str, float],  # noqa: F811
+                                                           tiny_dataset: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset)
+    tuning = tune_hyperparameters(ARCH, config, tiny_dataset, tmp_path)
+    assert wait_for_free_cpus() == ray_cluster["CPU"]
+    assert len(tuning.trials) == 6 and all(t["error"] is None for t in tuning.trials)
+    assert tuning.stopped_early >= 1 and min(t["iterations"] for t in tuning.trials) < 3
+    assert max(t["iterations"] for t in tuning.trials) == 3
+    ranges = config.retrain
+    best = tuning.best
+    assert ranges.lr_range[0] <= best.lr <= ranges.lr_range[1]
+    assert ranges.weight_decay_range[0] <= best.weight_decay <= ranges.weight_decay_range[1]
+    assert ranges.label_smoothing_range[0] <= best.label_smoothing <= ranges.label_smoothing_range[1]
+    assert ranges.augmentation_range[0] <= best.augmentation <= ranges.augmentation_range[1]
+    assert tuning.best_val_accuracy == max(t["val_accuracy"] for t in tuning.trials if t["iterations"] == 3)
+    assert json.loads((tmp_path / "tuning.json").read_text())["stopped_early"] == tuning.stopped_early
+    assert tune_hyperparameters(ARCH, config, tiny_dataset, tmp_path) == tuning  # cached, not re-run
+
+
+@pytest.fixture(scope="module")
+def front(ray_cluster: dict[str, float], tiny_dataset: Path,  # noqa: F811
+          tmp_path_factory: pytest.TempPathFactory) -> tuple[RetrainResult, Path, Config]:
+    """One tuned (2 quick trials) and retrained (2 workers) architecture, shared by the tests below."""
+    storage = tmp_path_factory.mktemp("front")
+    config = tiny_config(tiny_dataset, "retrain.tuning_trials=2", "retrain.tuning_epochs=1", "retrain.workers=2")
+    [result] = retrain_front([ARCH], config, tiny_dataset, storage)
+    return result, storage, config
+
+
+def test_retrained_arch_beats_chance_and_its_weights_reload(front: tuple[RetrainResult, Path, Config],
+                                                            tiny_dataset: Path) -> None:
+    result, storage, _ = front
+    assert result.test_accuracy > 0.6  # 4 balanced classes: chance is 0.25
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4] and result.workers == 2
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.tuning is not None and len(result.tuning["trials"]) == 2
+    assert result.hparams == result.tuning["best"]
+    net = ChildNet(ARCH)
+    net.load_state_dict(torch.load(result.weights_path, weights_only=True))
+    net.eval()
+    x_test, y_test = load_dataset(tiny_dataset).split("test")
+    assert evaluate(net, resize_input(x_test, ARCH.input_size), y_test) == result.test_accuracy
+    saved = json.loads((storage / "results.json").read_text())
+    assert [RetrainResult.from_dict(r) for r in saved] == [result]
+
+
+def test_a_rerun_skips_finished_architectures(front: tuple[RetrainResult, Path, Config], tiny_dataset: Path) -> None:
+    result, storage, config = front
+    start = time.perf_counter()
+    fewer_workers = config.model_copy(update={"retrain": config.retrain.model_copy(update={"workers": 1})})
+    again = retrain_front([ARCH], fewer_workers, tiny_dataset, storage)
+    assert again == [result] and time.perf_counter() - start < 1.0
+    assert len(list(storage.glob("arch-*"))) == 1
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(front: tuple[RetrainResult, Path, Config],
+                                                                   tiny_dataset: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    uninterrupted, _, config = front
+    hparams = Hyperparameters.from_dict(uninterrupted.hparams)
+    monkeypatch.setenv(FAULT_ENV, "2")
+    with pytest.raises(TrainingFailedError):
+        retrain(ARCH, hparams, config, tiny_dataset, tmp_path)
+    assert len(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["history"]) == 2
+    monkeypatch.delenv(FAULT_ENV)
+    resumed = retrain(ARCH, hparams, config, tiny_dataset, tmp_path)
+
+    assert resumed.test_accuracy == uninterrupted.test_accuracy
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in uninterrupted.history]
+    ours, theirs = (torch.load(r.weights_path, weights_only=True) for r in (resumed, uninterrupted))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    other = Hyperparameters(**{**hparams.to_dict(), "lr": hparams.lr / 2})
+    with pytest.raises(CheckpointError, match="belongs to another architecture or settings"):
+        retrain(ARCH, other, config, tiny_dataset, tmp_path)
+
+
+def test_more_workers_than_cpus_is_refused(ray_cluster: dict[str, float], tiny_dataset: Path,  # noqa: F811
+                                           tmp_path: Path) -> None:
+    hparams = Hyperparameters(lr=0.1, weight_decay=1e-4, label_smoothing=0.0, augmentation=0.0)
+    with pytest.raises(ConfigError, match="retrain.workers x ray.cpus_per_worker = 3 x 1.0 CPUs exceed"):
+        retrain(ARCH, hparams, tiny_config(tiny_dataset, "retrain.workers=3"), tiny_dataset, tmp_path)
