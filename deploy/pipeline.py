@@ -10,7 +10,6 @@ resumes from its epoch checkpoints).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +21,7 @@ from deploy.registry import promote_if_better, register_model, test_split_id
 from deploy.retrain import RetrainResult, retrain_front
 from pipeline.config import Config
 from pipeline.data import load_dataset, read_info
+from pipeline.run_dir import write_json
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
 from spaces.modules import ChildNet
@@ -35,12 +35,6 @@ def front_archs(summary: dict[str, Any], top_k: int) -> list[Arch]:
     """The ``top_k`` most accurate architectures of the run's Pareto front (all of it if smaller)."""
     front = sorted(summary["pareto_front"], key=lambda p: -p["val_accuracy"])
     return [Arch.parse(p["arch"]) for p in front[:top_k]]
-
-
-def _save(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker: Tracker,
@@ -73,7 +67,7 @@ def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker
                 min_gain=config.mlflow.promote_min_gain, log_path=root / "promotions.jsonl")
             entry["promotion"] = decision.to_dict()
         record["models"] = list(by_arch.values())
-        _save(record_path, record)
+        write_json(record_path, record)
     return record
 
 
@@ -88,7 +82,7 @@ def _export(result: RetrainResult, info: Any, images: torch.Tensor, config: Conf
     report = export_model(model, out, formats=config.export.formats, opset=config.export.onnx_opset,
                           atol=config.export.parity_atol, test_batch=images)
     data = report.to_dict()
-    _save(out / "export_report.json", data)
+    write_json(out / "export_report.json", data)
     return data
 
 

@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-import torch.distributed as dist
 from optuna.samplers import TPESampler
 from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -59,13 +58,14 @@ from deploy.augment import random_shift
 from pipeline.config import Config, ConfigError
 from pipeline.data import load_dataset, read_info
 from pipeline.ray_eval import ensure_ray
+from pipeline.run_dir import write_json
 from spaces.arch import Arch
 from spaces.modules import ChildNet
-from spaces.search import CheckpointError, _save_atomically, evaluate, train_epoch
+from spaces.search import CheckpointError, average_buffers, evaluate, save_atomically, train_epoch
 from spaces.supernet import resize_input
 
 __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
-           "smoothed", "tune_hyperparameters", "validate_archs"]
+           "tune_hyperparameters", "validate_archs"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def tune_hyperparameters(arch: Arch, config: Config, data_path: Path, storage: P
     best = max(finished, key=lambda t: (t["iterations"] >= settings.tuning_epochs, t["val_accuracy"]))
     result = TuningResult(arch.encode(), Hyperparameters.from_dict(best["hparams"]), best["val_accuracy"],
                           settings.tuning_epochs, trials, time.perf_counter() - start)
-    _write_json(cache, {"key": key, **result.to_dict()})
+    write_json(cache, {"key": key, **result.to_dict()})
     logger.info("tuned %s: %d trials, %d stopped early, best val accuracy %.3f with %s", arch.encode(), len(trials),
                 result.stopped_early, result.best_val_accuracy, result.best)
     return result
@@ -280,9 +280,9 @@ def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: P
         tuning = tune_hyperparameters(arch, config, data_path, arch_dir)
         result = retrain(arch, tuning.best, config, data_path, arch_dir)
         result.tuning = tuning.to_dict()
-        _write_json(record, result.to_dict())
+        write_json(record, result.to_dict())
         results.append(result)
-    _write_json(storage / "results.json", [r.to_dict() for r in results])
+    write_json(storage / "results.json", [r.to_dict() for r in results])
     return results
 
 
@@ -305,34 +305,12 @@ def _search_space(config: Config) -> dict[str, Any]:
             "augmentation": tune.uniform(*settings.augmentation_range)}
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def _splits(config: Config, data_path: Path, arch: Arch, *names: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The named splits (limited as the config asks, seeded), resized to the architecture's input."""
     dataset = load_dataset(data_path)
     limits = {"train": config.data.train_limit, "val": config.data.val_limit, "test": config.data.test_limit}
     pairs = (dataset.split(name, limit=limits[name], seed=config.retrain.seed) for name in names)
     return [(resize_input(x, arch.input_size), y) for x, y in pairs]
-
-
-def smoothed(logits: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Logits whose gradient under plain mean cross-entropy is that of label-smoothed cross-entropy.
-
-    ``train_epoch`` applies ``F.cross_entropy`` to the model's output with hard labels.
-    Its gradient is ``(p - onehot) / B``; label smoothing ``s`` wants
-    ``(p - (1 - s) onehot - s / K) / B = (1 - s) g + s (p - 1 / K) / B``, which the hook
-    computes from the incoming gradient ``g`` alone. The loss value stays the
-    unsmoothed cross-entropy, comparable across trials.
-    """
-    if smoothing > 0 and logits.requires_grad:
-        uniform_gap = logits.detach().softmax(1) - 1 / logits.shape[1]
-        logits.register_hook(lambda g: (1 - smoothing) * g + smoothing * uniform_gap / len(uniform_gap))
-    return logits
 
 
 class _Training:
@@ -354,7 +332,7 @@ class _Training:
         return len(self.history)
 
     def run_epoch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One epoch; returns and records rank 0's mean (unsmoothed) loss, the learning rate and the time."""
+        """One epoch; returns and records rank 0's mean (label-smoothed) loss, the learning rate and the time."""
         start = time.perf_counter()
         # Per (seed, epoch, rank): no augmentation state to checkpoint, and resuming reproduces it.
         shifts = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.rank])
@@ -362,11 +340,13 @@ class _Training:
         hp = self.hparams
 
         def forward(batch: torch.Tensor) -> torch.Tensor:
-            return smoothed(self.net(random_shift(batch, hp.augmentation, shifts)), hp.label_smoothing)
+            return self.net(random_shift(batch, hp.augmentation, shifts))
 
         lr = self.optimizer.param_groups[0]["lr"]
         self.net.train()
-        loss = train_epoch(forward, list(self.net.parameters()), self.optimizer, x, y, self.batch_size, self.order)
+        loss = train_epoch(forward, list(self.net.parameters()), self.optimizer, x, y, self.batch_size, self.order,
+                           label_smoothing=hp.label_smoothing)
+        average_buffers(self.net)  # BN statistics agree on every rank, so rank 0's checkpoint holds them all
         self.schedule.step()
         self.net.eval()
         self.history.append({"epoch": self.epoch + 1, "train_loss": loss, "lr": lr,
@@ -418,14 +398,12 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     while training.epoch < settings.epochs:
         training.run_epoch(x, y)
         if rank == 0:
-            _save_atomically({"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}, checkpoint)
+            save_atomically({"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}, checkpoint)
             _maybe_inject_fault(loop_config["fault_epoch"], training.epoch, storage)
-    for buffer in training.net.buffers():  # BN statistics are per rank: test (and save) rank 0's everywhere
-        dist.broadcast(buffer, 0)
     test_accuracy = evaluate(training.net, x_test, y_test)
     if rank != 0:
         return None
-    _save_atomically(training.net.state_dict(), storage / "weights.pt")
+    save_atomically(training.net.state_dict(), storage / "weights.pt")
     return {"test_accuracy": test_accuracy, "history": training.history}
 
 

@@ -24,6 +24,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from pipeline.run_dir import write_json
+
 __all__ = ["CronSchedule", "CronError", "ScheduleLockedError", "schedule_lock", "run_tick", "run_forever"]
 
 
@@ -127,12 +129,6 @@ def _read_state(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"current": None, "history": []}
 
 
-def _write_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)
-
-
 def run_tick(base: Path, job: Callable[[Path, bool], dict], now: datetime | None = None) -> dict:
     """One scheduled run under the lock: resume the unfinished current run, else start a new one.
 
@@ -146,12 +142,12 @@ def run_tick(base: Path, job: Callable[[Path, bool], dict], now: datetime | None
         if not resume:
             stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
             state["current"] = str(directory / stamp)
-            _write_state(state_path, state)
+            write_json(state_path, state)
         run_dir = Path(state["current"])
         record = {"run_dir": str(run_dir), "resumed": resume, **job(run_dir, resume)}
         state["history"].append(record)
         state["current"] = None
-        _write_state(state_path, state)
+        write_json(state_path, state)
         return record
 
 

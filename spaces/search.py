@@ -34,7 +34,8 @@ from spaces.cost import Cost, arch_cost
 from spaces.space import SearchSpace
 from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, Supernet, resize_input, temperature
 
-__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "search", "cost_aware_loss", "train_epoch", "evaluate"]
+__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "average_buffers", "cost_aware_loss",
+           "evaluate", "save_atomically", "search", "train_epoch"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 
@@ -123,7 +124,7 @@ def _average_gradients(params: list[nn.Parameter]) -> None:
         p.grad /= world
 
 
-def _average_buffers(module: nn.Module) -> None:
+def average_buffers(module: nn.Module) -> None:
     """Average BN running statistics over ranks: each rank normalised with its own slice of the
     batch, so without this the ranks' children (and rank 0's checkpoint) would differ."""
     rank, world = _world()
@@ -146,12 +147,13 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[to
 
 def train_epoch(model: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter],
                 optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                generator: torch.Generator, before_step: Callable[[], None] | None = None) -> float:
+                generator: torch.Generator, before_step: Callable[[], None] | None = None,
+                label_smoothing: float = 0.0) -> float:
     """One data-parallel epoch of cross-entropy; returns the mean loss of this rank's batches."""
     losses = []
     for index in _batches(len(x), batch_size, generator):
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x[index]), y[index])
+        loss = F.cross_entropy(model(x[index]), y[index], label_smoothing=label_smoothing)
         loss.backward()
         _average_gradients(params)
         optimizer.step()
@@ -175,7 +177,7 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: 
     return (correct[0] / correct[1].clamp(min=1)).item()
 
 
-def _save_atomically(state: dict, path: Path) -> None:
+def save_atomically(state: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -248,7 +250,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                                  data_order, before_step=arch_step if search_arch else None)
         for p in arch_params:  # weight steps leave gradients on the logits; they must not leak
             p.grad = None
-        _average_buffers(net)
+        average_buffers(net)
         schedule.step()
         expected = net.expected_cost(net.mean_sample())
         record = {"epoch": epoch, "tau": tau, "train_loss": train_loss,
@@ -257,7 +259,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                   "derived": net.arch(net.derive()).encode()}
         history.append(record)
         if checkpoint is not None and rank == 0:
-            _save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
+            save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
                               "epoch": epoch + 1,
                               "net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
                               "schedule": schedule.state_dict(), "gumbel": gumbel.get_state(),
@@ -286,7 +288,7 @@ def finetune_and_validate(child: nn.Module, arch: Arch, data: SearchData, settin
     child.train()
     for _ in range(settings.finetune_epochs):
         train_epoch(child, params, optimizer, x_train, data.y_train, settings.batch_size, order)
-    _average_buffers(child)
+    average_buffers(child)
     child.eval()
     return evaluate(child, x_val, data.y_val)
 

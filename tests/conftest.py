@@ -1,13 +1,14 @@
-"""Shared fixtures: tiny data sets written through the real data layer."""
+"""Shared fixtures: tiny data sets written through the real data layer, one local Ray, torch threads."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-
 from typing import Iterator
 
 import numpy as np
 import pytest
+import ray
 import torch
 
 from pipeline.data import write_dataset
@@ -50,3 +51,24 @@ def single_threaded_torch() -> Iterator[None]:
 def seeded_torch() -> None:
     """Seed torch before every test so random inputs are reproducible."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[dict[str, float]]:
+    """A local 2-CPU Ray started once per session (start-up costs seconds); yields its resources.
+
+    Token authentication is off for this local, test-only cluster, and Train's health
+    check runs every 0.2 s instead of 2 s so reports and worker-group ends are noticed
+    quickly. Both are read by processes Ray starts, so they are set before ``ray.init``.
+    A Ray that is already initialised is reused and left running.
+    """
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.cluster_resources()
+    finally:
+        if started:
+            ray.shutdown()

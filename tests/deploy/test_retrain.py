@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ray.train import TrainingFailedError
 
 from deploy.augment import max_shift, random_shift
-from deploy.retrain import (FAULT_ENV, Hyperparameters, RetrainResult, retrain, retrain_front, smoothed,
+from deploy.retrain import (FAULT_ENV, Hyperparameters, RetrainResult, retrain, retrain_front,
                             tune_hyperparameters)
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.data import load_dataset
@@ -21,7 +21,6 @@ from spaces.arch import Arch
 from spaces.modules import ChildNet
 from spaces.search import CheckpointError, evaluate
 from spaces.supernet import resize_input
-from tests.pipeline.conftest import ray_cluster  # noqa: F401  (the session's one local Ray)
 
 ARCH = Arch.parse("input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu_nores|ir_k3_s2_e3_c12_relu "
                   "head=cn_k1_c32_relu classes=4")
@@ -65,13 +64,6 @@ def test_shifted_in_pixels_are_zero() -> None:
     assert (kept < 64).any() and shifted.unique().tolist() == [0.0, 1.0]
 
 
-def test_smoothed_logits_backpropagate_label_smoothed_cross_entropy() -> None:
-    logits, labels = torch.randn(6, 4, requires_grad=True), torch.tensor([0, 1, 2, 3, 0, 1])
-    F.cross_entropy(smoothed(logits * 1, 0.15), labels).backward()  # * 1: a model's output, not the leaf
-    expected = torch.autograd.grad(F.cross_entropy(logits, labels, label_smoothing=0.15), logits)[0]
-    torch.testing.assert_close(logits.grad, expected)
-
-
 def test_bad_inputs_are_named(tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_dataset)
     with pytest.raises(ValueError, match="list is empty"):
@@ -86,7 +78,7 @@ def test_bad_inputs_are_named(tiny_dataset: Path, tmp_path: Path) -> None:
                              tiny_dataset, tmp_path)
 
 
-def test_asha_stops_trials_early_and_leaves_every_cpu_free(ray_cluster: dict[str, float],  # noqa: F811
+def test_asha_stops_trials_early_and_leaves_every_cpu_free(ray_cluster: dict[str, float],
                                                            tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_dataset)
     tuning = tune_hyperparameters(ARCH, config, tiny_dataset, tmp_path)
@@ -106,7 +98,7 @@ def test_asha_stops_trials_early_and_leaves_every_cpu_free(ray_cluster: dict[str
 
 
 @pytest.fixture(scope="module")
-def front(ray_cluster: dict[str, float], tiny_dataset: Path,  # noqa: F811
+def front(ray_cluster: dict[str, float], tiny_dataset: Path,
           tmp_path_factory: pytest.TempPathFactory) -> tuple[RetrainResult, Path, Config]:
     """One tuned (2 quick trials) and retrained (2 workers) architecture, shared by the tests below."""
     storage = tmp_path_factory.mktemp("front")
@@ -163,7 +155,7 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(front: tuple[
         retrain(ARCH, other, config, tiny_dataset, tmp_path)
 
 
-def test_more_workers_than_cpus_is_refused(ray_cluster: dict[str, float], tiny_dataset: Path,  # noqa: F811
+def test_more_workers_than_cpus_is_refused(ray_cluster: dict[str, float], tiny_dataset: Path,
                                            tmp_path: Path) -> None:
     hparams = Hyperparameters(lr=0.1, weight_decay=1e-4, label_smoothing=0.0, augmentation=0.0)
     with pytest.raises(ConfigError, match="retrain.workers x ray.cpus_per_worker = 3 x 1.0 CPUs exceed"):

@@ -37,7 +37,7 @@ budget: {{metric: madds, target: 3.0e5}}
 search: {{epochs: 2, warmup_epochs: 1, batch_size: 64, finetune_epochs: 0}}
 evolution: {{generations: {generations}, spaces_per_generation: 2, population_per_layer: 4, cells_per_layer: 2}}
 ray: {{num_cpus: 2, workers_per_trial: 1, cpus_per_worker: 0.45}}
-retrain: {{enabled: {str(deploy).lower()}, top_k: 1, epochs: 2, tuning_trials: 2, tuning_epochs: 1, batch_size: 64}}
+retrain: {{enabled: {str(deploy).lower()}, top_k: 1, epochs: 2, tuning_trials: 2, tuning_epochs: 1, batch_size: 16}}
 """)
     return config
 
@@ -123,3 +123,27 @@ def test_a_faulty_trial_is_retried_and_the_run_completes(tiny_dataset: Path, tmp
     results = json.loads((run_dir / "generations" / "gen-0" / "results.json").read_text())
     assert all(r["ok"] for r in results), out[-3000:]
     assert (run_dir / "generations" / "gen-0" / "space-0" / "fault-injected").exists()
+
+
+def test_run_goes_all_the_way_to_a_served_champion(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = _finish(_cli("run", "--config", str(_write_config(tmp_path, tiny_dataset, generations=1, deploy=True))))
+    run_dir = tmp_path / "run"
+    deployed = json.loads((run_dir / "deploy.json").read_text())
+    model = deployed["models"][0]
+    assert model["retrain"]["test_accuracy"] > 0.4  # 4 classes: chance is 0.25
+    assert model["export"]["parity_max_abs_diff"]["onnx"] <= 1e-4
+    assert model["promotion"]["decision"] == "promoted"  # the first model of a registry becomes champion
+    assert model["arch"] in out and "promoted" in out
+    client, info, runs = _mlflow_runs(run_dir)
+    champion = client.get_model_version_by_alias("autospace-model", "champion")
+    assert champion.version == model["version"]
+    assert float(champion.tags["test_accuracy"]) == pytest.approx(model["retrain"]["test_accuracy"])
+    assert any(r.data.tags.get("autospace.kind") == "retrain" for r in runs)
+    assert client.get_run(info["parent_run_id"]).info.status == "FINISHED"
+    predicted = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", "--model",
+                                "models:/autospace-model@champion", "--run-dir", str(run_dir), "--json",
+                                f"{tiny_dataset}:test"], cwd=REPO, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    predictions = json.loads(predicted.stdout)
+    assert len(predictions) == 80 and {p["class_name"] for p in predictions} <= {"a", "b", "c", "d"}
