@@ -136,7 +136,7 @@ def test_run_goes_all_the_way_to_a_served_champion(tiny_dataset: Path, tmp_path:
     assert model["arch"] in out and "promoted" in out
     client, info, runs = _mlflow_runs(run_dir)
     champion = client.get_model_version_by_alias("autospace-model", "champion")
-    assert champion.version == model["version"]
+    assert str(champion.version) == str(model["version"])
     assert float(champion.tags["test_accuracy"]) == pytest.approx(model["retrain"]["test_accuracy"])
     assert any(r.data.tags.get("autospace.kind") == "retrain" for r in runs)
     assert client.get_run(info["parent_run_id"]).info.status == "FINISHED"

@@ -33,6 +33,7 @@ from torch import nn
 
 from spaces.search import SearchData, SearchSettings, search
 from spaces.space import SearchSpace
+from tests.spaces.tiny_space import quadrant_data
 
 SPACE = SearchSpace.from_dict({
     "format": "autospace-space/1", "name": "tiny", "in_channels": 1, "num_classes": 4, "resolutions": [8, 12],
@@ -49,22 +50,6 @@ SPACE = SearchSpace.from_dict({
 SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, arch_lr=0.05, finetune_epochs=1, seed=7,
                           cost_loss="hinge", cost_lambda=1.0, target=1e4)
 VARIANTS = ("batch_stats", "fixed_stats")
-
-
-def quadrant_data(n_train: int = 256, n_val: int = 128, size: int = 12) -> SearchData:
-    """Noise images with one quadrant brightened; the label is the quadrant."""
-    generator = torch.Generator().manual_seed(0)
-
-    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.randint(0, 4, (n,), generator=generator)
-        x = torch.randn(n, 1, size, size, generator=generator)
-        half = size // 2
-        for i, label in enumerate(labels.tolist()):
-            r, c = divmod(label, 2)
-            x[i, 0, r * half:(r + 1) * half, c * half:(c + 1) * half] += 2.0
-        return x, labels
-
-    return SearchData(*split(n_train), *split(n_val))
 
 
 def _fixed_stats_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
