@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from mlflow.entities import Param
 
-from deploy.export import DeployableModel, export_model
+from deploy.export import DeployableModel, LatencySettings, export_model
 from deploy.registry import promote_if_better, register_model, test_split_id
 from deploy.retrain import RetrainResult, retrain_front
 from pipeline.config import Config
@@ -44,6 +44,7 @@ def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker
     record_path = root / "deploy.json"
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.exists() else {"models": []}
     archs = front_archs(summary, config.retrain.top_k)
+    predicted = {p["arch"]: p.get("predicted_latency_ms") for p in summary["pareto_front"]}
     on_phase("retrain")
     results = retrain_front(archs, config, data_path, root / "retrain")
     info = read_info(data_path)
@@ -53,6 +54,7 @@ def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker
     for index, result in enumerate(results):
         entry = by_arch.setdefault(result.arch, {"arch": result.arch})
         entry["retrain"] = result.to_dict()
+        entry["predicted_latency_ms"] = predicted.get(result.arch)  # torch CPU, batch 1, from the run's table
         if "export" not in entry:
             on_phase("export")
             entry["export"] = _export(result, info, images, config, root / "export" / f"model-{index}")
@@ -80,7 +82,7 @@ def _export(result: RetrainResult, info: Any, images: torch.Tensor, config: Conf
         for path in out.iterdir():
             path.unlink()
     report = export_model(model, out, formats=config.export.formats, opset=config.export.onnx_opset,
-                          atol=config.export.parity_atol, test_batch=images)
+                          atol=config.export.parity_atol, test_batch=images, latency_settings=LatencySettings())
     data = report.to_dict()
     write_json(out / "export_report.json", data)
     return data

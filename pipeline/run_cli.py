@@ -125,8 +125,11 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     models = (summary.get("deploy") or {}).get("models", [])
     if models:
         print()
-        print(format_table(["retrained model", "test acc", "ONNX ms (b=1)", "version", "promotion"],
+        print(format_table(["retrained model", "test acc", "torch ms (b=1)", "predicted", "ONNX ms (b=1)", "version",
+                            "promotion"],
                            [[m["arch"], f"{m['retrain']['test_accuracy']:.4f}",
+                             _fmt(m["export"]["latency_ms"].get("torch", {}).get("1")),
+                             _fmt(m.get("predicted_latency_ms")),
                              _fmt(m["export"]["latency_ms"].get("onnxruntime", {}).get("1")), m["version"],
                              m["promotion"]["decision"]] for m in models]))
     print(f"summary: {out_dir / 'summary.json'}  plot: {out_dir / 'pareto.png'}  "
