@@ -21,7 +21,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
   echo "[setup] installing torch==$TORCH_VERSION"
-  .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+  .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch" || { echo "[setup] torch==$TORCH_VERSION failed to install" >&2; exit 1; }
 fi
 echo "[setup] installing autospace and its dependencies"
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
