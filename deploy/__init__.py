@@ -1,25 +1,8 @@
-"""Deploy stage: export trained child networks as TorchScript and ONNX models (see docs/export.md)."""
+"""Deploy stage: from searched architectures to served models.
 
-from deploy.export import (
-    DeployableModel,
-    ExportError,
-    ExportParityError,
-    ExportReport,
-    LatencySettings,
-    export_model,
-    load_onnx_session,
-    load_torchscript,
-    measure_session_latency,
-)
-
-__all__ = [
-    "DeployableModel",
-    "ExportError",
-    "ExportParityError",
-    "ExportReport",
-    "LatencySettings",
-    "export_model",
-    "load_onnx_session",
-    "load_torchscript",
-    "measure_session_latency",
-]
+``retrain`` (Optuna + ASHA tuning through Ray Tune, then Ray Train from scratch),
+``export`` (TorchScript and ONNX with onnxruntime parity), ``registry`` (MLflow
+model registry, champion promotion), ``predict``, ``schedule`` (cron, lock,
+resume) and ``pipeline`` (the stage as one resumable step of a run). Import the
+modules themselves: this package imports nothing, so light commands stay light.
+"""
