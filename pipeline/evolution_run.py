@@ -66,14 +66,11 @@ def _reference(config: Config, space: SearchSpace) -> Arch:
 
 @ray.remote(num_cpus=0)
 class EvolutionRunner:
-    """Owns the evolution loop of one run directory; the CLI only starts it and polls ``status``."""
+    """Owns the evolution loop of one run directory; the CLI starts it and polls the status file."""
 
     def __init__(self, config_json: dict[str, Any]) -> None:
         self.config = Config.model_validate(config_json)
         self.paths = RunPaths(self.config.out_dir)
-
-    def status(self) -> dict[str, Any]:
-        return read_status(self.paths.root)
 
     def _set_status(self, **fields: Any) -> None:
         current = read_status(self.paths.root).get("status", {})
