@@ -105,7 +105,7 @@ class EvolutionRunner:
             write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
             evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
             evolution.save(paths.state)
-            self._log_missing_generations(evolution, tracker)
+            self._log_generation(evolution.history[-1], evolution, tracker)
             self._set_status(running_trials=0, generations_done=evolution.generation)
         return self._deploy(self._finish(evolution, tracker, data_path), tracker, data_path)
 
@@ -122,12 +122,16 @@ class EvolutionRunner:
         table.save(path)
 
     def _log_missing_generations(self, evolution: Evolution, tracker: Tracker) -> None:
-        """Log every finished generation MLflow does not have yet (exactly once across crashes)."""
+        """On resume: log every finished generation MLflow does not have yet (exactly once across crashes)."""
         for report in evolution.history:
-            gen_dir = self.paths.generation(report["generation"])
-            spaces = json.loads((gen_dir / "spaces.json").read_text())
-            results = [e["result"] if e["ok"] else None for e in json.loads((gen_dir / "results.json").read_text())]
-            tracker.log_generation(report, spaces, results, evolution.to_dict())
+            self._log_generation(report, evolution, tracker)
+
+    def _log_generation(self, report: dict[str, Any], evolution: Evolution, tracker: Tracker) -> None:
+        """Log one generation from its saved files; a generation already in MLflow is skipped."""
+        gen_dir = self.paths.generation(report["generation"])
+        spaces = json.loads((gen_dir / "spaces.json").read_text())
+        results = [e["result"] if e["ok"] else None for e in json.loads((gen_dir / "results.json").read_text())]
+        tracker.log_generation(report, spaces, results, evolution.to_dict())
 
     def _finish(self, evolution: Evolution, tracker: Tracker, data_path: Path) -> dict[str, Any]:
         config, paths = self.config, self.paths
