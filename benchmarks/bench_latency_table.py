@@ -6,6 +6,9 @@ and prints Spearman's rho and the mean absolute percentage error of predicted
 against measured latency, then one row per network.
 
     PYTHONPATH=. python benchmarks/bench_latency_table.py --archs 24 --runtime both --out table.json
+
+``--space FILE`` samples the members of a search space instead (e.g. the quick
+start's much smaller networks, where per-op times approach the call overhead).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from spaces.arch import Arch
 from spaces.cost import arch_cost
 from spaces.latency import RUNTIMES, LatencyTable, MeasureSettings, measure_arch_latency, rank_correlation
+from spaces.space import SearchSpace
 
 ACTS = ("relu", "relu6", "hswish", "swish")
 
@@ -129,9 +133,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="passes to take medians over (noise resistance)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="save each table here (runtime-suffixed when --runtime both)")
+    parser.add_argument("--space", type=Path, help="sample members of this search space (YAML/JSON) instead")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    archs = [random_arch(rng) for _ in range(args.archs)]
+    space = SearchSpace.load(args.space) if args.space else None
+    archs = [space.sample(rng) if space else random_arch(rng) for _ in range(args.archs)]
     runtimes = RUNTIMES if args.runtime == "both" else (args.runtime,)
     start = time.perf_counter()
     for runtime in runtimes:

@@ -5,7 +5,10 @@ the same space, keeping the first ``--random`` whose MAdds do not exceed the
 searched architecture's. Every architecture, the searched one included, is
 retrained from scratch with the same short schedule (SGD, cosine per step,
 fixed seed, the same batches) and scored on held-out test images; the claim
-holds if the searched architecture beats the random median.
+holds if the searched architecture beats the random median. With
+``--retrain-seeds N`` every architecture is retrained N times (seeds 0..N-1:
+init and batch order) and its mean accuracy is compared, with the standard
+error of that mean, so a gap can be told from retraining noise.
 
 The supernet step is the cost (about 1.5 s per 128-image weight step on one
 core here), so the space is the default space cut to at most ``--layers``
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=8, help="random architectures to compare with")
     parser.add_argument("--attempts", type=int, default=100_000, help="random samples tried at most")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retrain-seeds", type=int, default=1, help="retrainings per architecture (mean reported)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine 2 threads made a step 5x slower)")
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/autospace"), help="default data set cache")
@@ -116,21 +120,26 @@ def main() -> None:
         print(f"only {len(rivals)} random archs within {result.cost.madds:,} MAdds in {args.attempts} attempts")
     if not rivals:
         raise SystemExit("nothing to compare with; raise --target or --attempts")
-    print(f"\n{'#':>3} {'kind':<9} {'MAdds':>11} {'params':>9} {'test acc':>9} {'retrain s':>10}  arch")
-    accuracies = []
+    seeds = range(args.seed, args.seed + args.retrain_seeds)
+    print(f"\n{'#':>3} {'kind':<9} {'MAdds':>11} {'params':>9} {'test acc':>9} {'s.e.':>7} {'retrain s':>10}  "
+          f"per-seed accuracies / arch")
+    accuracies, errors = [], []
     for i, arch in enumerate([result.arch, *rivals]):
         start = time.perf_counter()
-        accuracy = retrain(arch, x_train, y_train, x_test, y_test, args.retrain_epochs, args.batch,
-                           args.retrain_lr, args.seed)
+        runs = [retrain(arch, x_train, y_train, x_test, y_test, args.retrain_epochs, args.batch, args.retrain_lr,
+                        seed) for seed in seeds]
         cost = arch_cost(arch)
-        accuracies.append(accuracy)
+        accuracies.append(statistics.fmean(runs))
+        errors.append(statistics.stdev(runs) / len(runs) ** 0.5 if len(runs) > 1 else float("nan"))
         print(f"{i:>3} {'searched' if i == 0 else 'random':<9} {cost.madds:>11,} {cost.params:>9,} "
-              f"{accuracy:>9.4f} {time.perf_counter() - start:>10.0f}  {arch.encode()}", flush=True)
+              f"{accuracies[-1]:>9.4f} {errors[-1]:>7.4f} {time.perf_counter() - start:>10.0f}  "
+              f"{' '.join(f'{r:.4f}' for r in runs)}  {arch.encode()}", flush=True)
 
     median = statistics.median(accuracies[1:])
-    print(f"\nsearched acc {accuracies[0]:.4f}, random median {median:.4f} (n={len(rivals)}, "
-          f"range {min(accuracies[1:]):.4f}-{max(accuracies[1:]):.4f}); "
-          f"searched > median: {'yes' if accuracies[0] > median else 'no'}")
+    rank = 1 + sum(a > accuracies[0] for a in accuracies[1:])
+    print(f"\nsearched acc {accuracies[0]:.4f} (s.e. {errors[0]:.4f}, {len(seeds)} retraining seeds), random median "
+          f"{median:.4f} (n={len(rivals)}, range {min(accuracies[1:]):.4f}-{max(accuracies[1:]):.4f}); "
+          f"searched ranks {rank} of {len(accuracies)}; searched > median: {'yes' if accuracies[0] > median else 'no'}")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker
     for index, result in enumerate(results):
         entry = by_arch.setdefault(result.arch, {"arch": result.arch})
         entry["retrain"] = result.to_dict()
-        entry["predicted_latency_ms"] = predicted.get(result.arch)  # torch CPU, batch 1, from the run's table
+        entry["predicted_latency_ms"] = predicted.get(result.arch)  # budget.latency_runtime, batch 1, run's table
         if "export" not in entry:
             on_phase("export")
             entry["export"] = _export(result, info, images, config, root / "export" / f"model-{index}")
@@ -94,7 +94,7 @@ def _register(result: RetrainResult, export: dict[str, Any], info: Any, images: 
     arch = Arch.parse(result.arch)
     run_id = tracker.start_child("retrain", {"arch": result.arch}, f"retrain-{arch.input_size}px")
     tracker.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in result.hparams.items()])
-    latency = export["latency_ms"].get("onnxruntime", {}).get("1")
+    latency = export["latency_ms"].get(config.budget.latency_runtime, {}).get("1")  # what the budget prices
     metrics = {"test_accuracy": result.test_accuracy, **({"latency_ms": latency} if latency is not None else {})}
     onnx_path = Path(export["paths"]["onnx"])
     extra = [Path(export["paths"][fmt]) for fmt in export["paths"] if fmt != "onnx"]

@@ -17,7 +17,10 @@ from typing import Any
 
 from spaces.space import SKIP, SearchSpace
 
-__all__ = ["average_evidence", "cell_evidence", "space_reward", "moving_average"]
+__all__ = ["COST_KEYS", "average_evidence", "cell_evidence", "result_cost", "space_reward", "moving_average"]
+
+COST_KEYS = {"madds": "madds", "params": "params", "latency": "predicted_latency_ms"}
+"""Budget metric -> the key of a search result holding its derived architecture's cost on that metric."""
 
 
 def cell_evidence(space: SearchSpace, probabilities: dict[str, Any]) -> dict[tuple[int, int, str], float]:
@@ -45,6 +48,17 @@ def average_evidence(items: list[dict[tuple[int, int, str], float]]) -> dict[tup
 
 def moving_average(old: float, new: float, momentum: float, first: bool) -> float:
     return new if first else momentum * old + (1 - momentum) * new
+
+
+def result_cost(result: dict[str, Any], metric: str) -> float:
+    """The derived architecture's cost on the budget metric (latency: the table's prediction, ms)."""
+    if metric not in COST_KEYS:
+        raise ValueError(f"budget metric {metric!r} is not one of {', '.join(COST_KEYS)}")
+    cost = result.get(COST_KEYS[metric])
+    if cost is None:
+        raise ValueError(f"the search result lacks {COST_KEYS[metric]!r}, so its {metric} budget is unknown "
+                         "(latency: predict the derived arch with the run's latency table first)")
+    return float(cost)
 
 
 def space_reward(accuracy: float, cost: float, target: float, exponent: float) -> float:

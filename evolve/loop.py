@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evolve.cells import mutate_cell, random_cell
-from evolve.fitness import average_evidence, cell_evidence, moving_average, space_reward
+from evolve.fitness import average_evidence, cell_evidence, moving_average, result_cost, space_reward
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
 from spaces.space import SearchSpace
@@ -182,7 +182,7 @@ class Evolution:
             if result is None:
                 rewards.append(None)
                 continue
-            reward = space_reward(result["val_accuracy"], result[s.metric], s.target, s.reward_exponent)
+            reward = space_reward(result["val_accuracy"], result_cost(result, s.metric), s.target, s.reward_exponent)
             rewards.append(reward)
             self.elite.append({"space": space.to_dict(), "reward": reward, "result": result,
                                "generation": self.generation})

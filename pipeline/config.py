@@ -62,6 +62,8 @@ class BudgetConfig(_Section):
 
     metric: Literal["madds", "params", "latency"] = "madds"
     target: float = Field(5e6, gt=0, description="target cost (MAdds, params, or milliseconds)")
+    latency_runtime: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime", description="runtime whose per-op latency table (batch 1, one thread) prices latency")
     reward_exponent: float = Field(-0.07, le=0, description="MnasNet w in acc*(cost/target)^w above the target")
 
 
@@ -179,6 +181,14 @@ class Config(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     retrain: RetrainConfig = RetrainConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _latency_budget_is_measured_on_export(self) -> Config:
+        if self.budget.metric == "latency" and self.budget.latency_runtime == "onnxruntime" \
+                and self.retrain.enabled and "onnx" not in self.export.formats:
+            raise ValueError("budget.metric=latency on budget.latency_runtime=onnxruntime needs 'onnx' in "
+                             "export.formats (the champion rule checks the exported model's onnxruntime latency)")
+        return self
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

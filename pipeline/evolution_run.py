@@ -15,6 +15,7 @@ Run directory::
     status.json        phase, current generation, trials in flight (for ``autospace status``)
     generations/gen-N/ spaces.json, results.json and each trial's Ray/search checkpoints
     final/             the final search in the learned space
+    latency_table.json the run's per-op latency table (budget.latency_runtime, batch 1)
     summary.json, pareto.png
 
 Crash safety: the state is saved before the generation is logged, and logging
@@ -33,17 +34,17 @@ from typing import Any
 
 import ray
 
-from evolve.fitness import space_reward
+from evolve.fitness import COST_KEYS, result_cost, space_reward
 from deploy.pipeline import deploy_run
 from evolve.loop import Evolution, EvolutionSettings
 from pipeline.config import Config
+from pipeline.latency_table import TABLE_NAME, predict_latency
 from pipeline.ray_eval import ensure_ray, evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
 from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, write_json
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
-from spaces.latency import LatencyTable, MeasureSettings
 from spaces.reference import reference_arch
 from spaces.space import SearchSpace
 
@@ -71,6 +72,7 @@ class EvolutionRunner:
     def __init__(self, config_json: dict[str, Any]) -> None:
         self.config = Config.model_validate(config_json)
         self.paths = RunPaths(self.config.out_dir)
+        self.table = (self.paths.root / TABLE_NAME).resolve()
 
     def _set_status(self, **fields: Any) -> None:
         current = read_status(self.paths.root).get("status", {})
@@ -99,27 +101,15 @@ class EvolutionRunner:
             write_json(gen_dir / "spaces.json", [s.to_dict() for s in spaces])
             self._set_status(phase="evolution", generation=n, running_trials=len(spaces),
                              generations=config.evolution.generations)
-            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}")
+            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table)
             results = [e.result if e.ok else None for e in evaluations]
-            self._predict_latency(results)
+            predict_latency(self.table, config, results)
             write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
             evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
             evolution.save(paths.state)
             self._log_generation(evolution.history[-1], evolution, tracker)
             self._set_status(running_trials=0, generations_done=evolution.generation)
         return self._deploy(self._finish(evolution, tracker, data_path), tracker, data_path)
-
-    def _predict_latency(self, results: list[dict[str, Any] | None]) -> None:
-        """Predicted torch-CPU latency (batch 1) of each derived arch from the run's lookup table,
-        measured only for ops not in the table yet."""
-        path = self.paths.root / "latency_table.json"
-        table = LatencyTable.load(path) if path.exists() else LatencyTable.create(MeasureSettings())
-        for result in results:
-            if result is not None:
-                arch = Arch.parse(result["arch"])
-                table.ensure(arch)
-                result["predicted_latency_ms"] = table.predict(arch)
-        table.save(path)
 
     def _log_missing_generations(self, evolution: Evolution, tracker: Tracker) -> None:
         """On resume: log every finished generation MLflow does not have yet (exactly once across crashes)."""
@@ -138,8 +128,8 @@ class EvolutionRunner:
         self._set_status(phase="final search", running_trials=1)
         learned = evolution.learned_space()
         write_json(paths.final / "space.json", learned.to_dict())
-        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final")[0]
-        self._predict_latency([final.result if final.ok else None])
+        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table)[0]
+        predict_latency(self.table, config, [final.result if final.ok else None])
         points = [{**entry, "generation": h["generation"]} for h in evolution.history for entry in h["spaces"]
                   if entry["arch"] is not None]
         if final.ok:
@@ -149,10 +139,10 @@ class EvolutionRunner:
                            "generation": evolution.generation, "final": True})
         if not points:
             raise RuntimeError("every search of the run failed; see generations/*/results.json for the errors")
-        metric = config.budget.metric
+        cost_key = COST_KEYS[config.budget.metric]
         best = max(points, key=lambda p: _reward(p, config))
-        front = pareto_front(points, metric if metric != "latency" else "madds")
-        plot_pareto(points, front, paths.pareto, config.budget.target, metric if metric != "latency" else "madds")
+        front = pareto_front(points, cost_key)
+        plot_pareto(points, front, paths.pareto, config.budget.target, cost_key)
         summary = {
             "best": {"arch": best["arch"], "val_accuracy": best["val_accuracy"], "madds": best["madds"],
                      "params": best["params"], "predicted_latency_ms": best.get("predicted_latency_ms"),
@@ -182,8 +172,8 @@ class EvolutionRunner:
 
 
 def _reward(point: dict[str, Any], config: Config) -> float:
-    cost = point["params"] if config.budget.metric == "params" else point["madds"]
-    return space_reward(point["val_accuracy"], cost, config.budget.target, config.budget.reward_exponent)
+    return space_reward(point["val_accuracy"], result_cost(point, config.budget.metric), config.budget.target,
+                        config.budget.reward_exponent)
 
 
 def run_pipeline(config: Config, resume: bool = False, poll_seconds: float = 2.0,

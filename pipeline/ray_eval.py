@@ -61,6 +61,7 @@ from ray import train, tune
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline.config import Config, ConfigError
+from pipeline.latency_table import load_table, measure_spaces
 from pipeline.search_job import load_search_data, search_settings
 from spaces.search import search
 from spaces.space import SearchSpace
@@ -130,7 +131,7 @@ def trial_capacity(config: Config) -> int:
 
 
 def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, storage: Path,
-                    name: str) -> list[SpaceEvaluation]:
+                    name: str, latency_table: Path | None = None) -> list[SpaceEvaluation]:
     """Run one supernet search per space as concurrent Tune trials; results in input order.
 
     Args:
@@ -139,10 +140,20 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
         data_path: the Parquet data set; every worker loads it itself.
         storage: this generation's directory for Tune/Train outputs and search checkpoints.
         name: the Tune experiment's name (Train runs are ``<name>-space-<i>``).
+        latency_table: the run's latency table file, needed under a latency budget: every
+            entry the spaces can need is measured into it here, before any trial starts,
+            and every trial prices latency from it (visible to every node, like ``storage``).
     """
     search_settings(config)  # a config the search rejects fails here, not in every trial
     if not spaces:
         return []
+    if config.budget.metric == "latency":
+        if latency_table is None:
+            raise ValueError("budget.metric=latency: evaluate_spaces needs the run's latency_table path")
+        _, added = measure_spaces(latency_table, config, spaces)
+        logger.info("latency table %s: %d entries measured for this generation", latency_table, added)
+    else:
+        latency_table = None
     ensure_ray(config)
     storage = Path(storage).resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -152,6 +163,7 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
     trainable = tune.with_parameters(
         _run_trial, spaces=[s.to_dict() for s in spaces], config=config.model_dump(mode="json"),
         data_path=str(Path(data_path).resolve()), storage=str(storage), name=name,
+        latency_table=str(Path(latency_table).resolve()) if latency_table is not None else None,
         faults={key: os.environ.get(key) for key in (FAULT_ONCE_ENV, FAULT_ALWAYS_ENV)})
     concurrency = min(trial_capacity(config), len(spaces))
     logger.info("evaluating %d spaces, %d at a time, under %s", len(spaces), concurrency, storage / name)
@@ -203,7 +215,7 @@ def _attempts(storage: Path, index: int) -> int:
 
 
 def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data_path: str, storage: str,
-               name: str, faults: dict[str, str | None]) -> None:
+               name: str, latency_table: str | None, faults: dict[str, str | None]) -> None:
     """Tune trial function: one Train job searching one space, reported to Tune as one row."""
     start = time.perf_counter()
     index = int(params["index"])
@@ -212,7 +224,8 @@ def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data
         _search_worker,
         train_loop_config={"index": index, "space": spaces[index], "config": config, "data_path": data_path,
                            "space_dir": str(_space_dir(Path(storage), index)),
-                           "threads": max(1, int(ray_config.cpus_per_worker)), "faults": faults},
+                           "threads": max(1, int(ray_config.cpus_per_worker)), "faults": faults,
+                           "latency_table": latency_table},
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=train.ScalingConfig(num_workers=ray_config.workers_per_trial,
                                            resources_per_worker={"CPU": ray_config.cpus_per_worker}),
@@ -245,8 +258,10 @@ def _search_worker(loop_config: dict[str, Any]) -> dict | None:
         _maybe_inject_fault(loop_config["index"], loop_config["faults"], space_dir)
     config = Config.model_validate(loop_config["config"])
     data = load_search_data(config, Path(loop_config["data_path"]))
+    table = loop_config["latency_table"]
     result = search(SearchSpace.from_dict(loop_config["space"]), data, search_settings(config),
-                    checkpoint=space_dir / "search.pt")
+                    checkpoint=space_dir / "search.pt",
+                    latency_table=load_table(Path(table), config) if table is not None else None)
     return result.to_dict() if rank == 0 else None
 
 

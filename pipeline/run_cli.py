@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.cli import format_summary
+from pipeline.latency_table import TABLE_NAME, measure_spaces
 from pipeline.run_dir import read_status
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table, human
@@ -71,15 +72,23 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
     out = config.out_dir / "search"
     out.mkdir(parents=True, exist_ok=True)
     space.save(out / "space.yaml")
+    table = None
+    if settings.budget_metric == "latency":
+        table, added = measure_spaces(out / TABLE_NAME, config, [space])
+        if show_progress:
+            print(f"latency table {out / TABLE_NAME}: {added} entries measured on {config.budget.latency_runtime}")
     bar = tqdm(total=settings.epochs, desc="search", unit="epoch", disable=not show_progress)
 
     def on_epoch(record: dict) -> None:
         bar.n = record["epoch"] + 1
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", madds=human(record["expected_madds"]), tau=f"{record['tau']:.2f}")
+        latency = record["expected_latency_ms"]
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", madds=human(record["expected_madds"]),
+                        **({"ms": f"{latency:.3f}"} if latency is not None else {}), tau=f"{record['tau']:.2f}")
         bar.refresh()
 
     try:
-        result = search(space, data, settings, checkpoint=out / "checkpoint.pt", on_epoch=on_epoch)
+        result = search(space, data, settings, checkpoint=out / "checkpoint.pt", on_epoch=on_epoch,
+                        latency_table=table)
     finally:
         bar.close()
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
@@ -88,9 +97,10 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
 
 def run_search_command(args: argparse.Namespace) -> int:
     result = run_search(config_from_args(args))
-    print(format_table(["derived architecture", "MAdds", "params", "val acc", "seconds"],
+    print(format_table(["derived architecture", "MAdds", "params", "predicted ms", "val acc", "seconds"],
                        [[result.arch.encode(), human(result.cost.madds), human(result.cost.params),
-                         f"{result.val_accuracy:.4f}", f"{result.wall_seconds:.0f}"]]))
+                         _fmt(result.predicted_latency_ms), f"{result.val_accuracy:.4f}",
+                         f"{result.wall_seconds:.0f}"]]))
     return 0
 
 
@@ -117,9 +127,9 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     best = summary["best"]
     print(summary_table_of(summary))
     print()
-    print(format_table(["Pareto front (val acc vs MAdds)", "MAdds", "params", "val acc"],
-                       [[p["arch"], human(p["madds"]), human(p["params"]), f"{p['val_accuracy']:.4f}"]
-                        for p in summary["pareto_front"]]))
+    print(format_table(["Pareto front (val acc vs cost)", "MAdds", "params", "predicted ms", "val acc"],
+                       [[p["arch"], human(p["madds"]), human(p["params"]), _fmt(p.get("predicted_latency_ms")),
+                         f"{p['val_accuracy']:.4f}"] for p in summary["pareto_front"]]))
     print(f"\nbest: {best['arch']}\n      val acc {best['val_accuracy']:.4f}, {human(best['madds'])} MAdds, "
           f"{human(best['params'])} params, fitness {best['fitness']:.4f} ({best['from']})")
     models = (summary.get("deploy") or {}).get("models", [])

@@ -46,11 +46,11 @@ def load_search_data(config: Config, path: Path) -> SearchData:
 
 def search_settings(config: Config) -> SearchSettings:
     """The search loop's settings from the config's search and budget sections."""
-    if config.budget.metric == "latency":
-        raise ConfigError("budget.metric=latency is not supported by the differentiable search yet; "
-                          "use madds or params")
     fields = config.search.model_dump()
-    return SearchSettings(**fields, budget_metric=config.budget.metric, target=config.budget.target)
+    try:
+        return SearchSettings(**fields, budget_metric=config.budget.metric, target=config.budget.target)
+    except ValueError as err:  # settings that only clash together, e.g. a tiny target for the fbnet loss
+        raise ConfigError(f"budget.target / search.cost_loss: {err}") from None
 
 
 def dataset_info(config: Config) -> tuple[Path, DatasetInfo]:

@@ -95,8 +95,8 @@ class Tracker:
                 space_metrics |= {"fitness": entry["reward"], "val_accuracy": result["val_accuracy"],
                                   "madds": result["madds"], "params": result["params"],
                                   "search_wall_seconds": result.get("wall_seconds", 0.0)}
-                if result.get("predicted_latency_ms") is not None:
-                    space_metrics["predicted_latency_ms"] = result["predicted_latency_ms"]
+                space_metrics |= {k: result[k] for k in ("predicted_latency_ms", "expected_latency_ms")
+                                  if result.get(k) is not None}
                 self.client.set_tag(space_run, "autospace.arch", result["arch"])
                 self.client.log_dict(space_run, {"arch": result["arch"], "choice": result.get("choice")},
                                      "derived_arch.json")

@@ -277,26 +277,29 @@ class LatencyTable:
 
     def lookup(self, op: Op, input_size: int) -> float:
         """Net ms of ``op`` on a square input of side ``input_size``; cheap enough for search loops."""
-        return self._get(op_key(op, input_size))
+        return self.entry(op_key(op, input_size))
 
-    def _get(self, key: LatencyKey) -> float:
+    def entry(self, key: LatencyKey) -> float:
+        """Net ms of one entry; raises MissingLatencyError saying how to measure it."""
         try:
             return self._entries[key]
         except KeyError:
             s = self.settings
             raise MissingLatencyError(
                 f"no {s.runtime} latency (batch {s.batch}) for {key}; measure it with "
-                f"table.measure_missing([(op, {key.size})]) or table.ensure(arch)") from None
+                f"table.measure_missing([(op, {key.size})]), table.ensure(arch) or, for a whole search space, "
+                f"table.ensure_keys(space_latency_keys(space))") from None
 
     def measure_missing(self, ops_with_sizes: Iterable[tuple[Op, int]]) -> list[LatencyKey]:
         """Measure each (op, input size) not yet in the table; returns the keys added."""
-        return self._fill(op_key(op, size) for op, size in ops_with_sizes)
+        return self.ensure_keys(op_key(op, size) for op, size in ops_with_sizes)
 
     def ensure(self, arch: Arch) -> list[LatencyKey]:
         """Measure whatever ``predict(arch)`` would miss; returns the keys added."""
-        return self._fill(arch_keys(arch))
+        return self.ensure_keys(arch_keys(arch))
 
-    def _fill(self, keys: Iterable[LatencyKey]) -> list[LatencyKey]:
+    def ensure_keys(self, keys: Iterable[LatencyKey]) -> list[LatencyKey]:
+        """Measure each key not yet in the table (e.g. every entry a search space can need); returns those added."""
         added = []
         for key in dict.fromkeys(keys):
             if key not in self._entries:
@@ -307,7 +310,7 @@ class LatencyTable:
 
     def predict(self, arch: Arch) -> float:
         """Predicted end-to-end ms: the entries of every layer and the tail, plus one call overhead."""
-        return self.overhead_ms + sum(self._get(key) for key in arch_keys(arch))
+        return self.overhead_ms + sum(self.entry(key) for key in arch_keys(arch))
 
     # ---- persistence -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 After ``warmup_epochs`` of weights only, every step updates the network weights
 on a train batch (cross-entropy) and then the architecture logits on a val batch
 with a cost-aware loss: FBNet's ``CE * (log cost / log target) ** beta`` or the
-hinge ``CE + lambda * relu(cost / target - 1)``. The Gumbel temperature decays
+hinge ``CE + lambda * relu(cost / target - 1)``, where the cost is the expected
+MAdds, params or latency (ms, from a lookup table; it enters FBNet's log form
+in microseconds, so that the log stays positive for sub-millisecond networks,
+as the paper's milliseconds do for its phone models). The Gumbel temperature decays
 exponentially over the search. The derived child inherits the supernet's
 weights, is fine-tuned briefly and then validated; its accuracy is what the
 search reports.
@@ -31,8 +34,10 @@ from torch import nn
 
 from spaces.arch import Arch
 from spaces.cost import Cost, arch_cost
+from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
-from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, Supernet, resize_input, temperature
+from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
+                             temperature)
 
 __all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "average_buffers", "cost_aware_loss",
            "evaluate", "save_atomically", "search", "train_epoch"]
@@ -65,8 +70,19 @@ class SearchSettings:
     finetune_epochs: int = 1
     seed: int = 0
     supernet: Literal["dmasking", "densenas"] = "dmasking"
-    budget_metric: Literal["madds", "params"] = "madds"
+    budget_metric: Literal["madds", "params", "latency"] = "madds"
     target: float = 5e6
+
+    def __post_init__(self) -> None:
+        if self.cost_loss == "fbnet" and self.target * _log_unit(self.budget_metric) <= 1:
+            unit = "microseconds" if self.budget_metric == "latency" else self.budget_metric
+            raise ValueError(f"target={self.target:g} is too small for the fbnet loss: log(target) in {unit} must be "
+                             "positive; use cost_loss='hinge' or a larger target")
+
+
+def _log_unit(metric: str) -> float:
+    """Scale of the cost inside FBNet's log: latency in microseconds, counts as they are."""
+    return 1e3 if metric == "latency" else 1.0
 
 
 @dataclass(frozen=True)
@@ -90,20 +106,24 @@ class SearchResult:
     expected_params: float
     val_accuracy: float
     probabilities: dict
+    expected_latency_ms: float | None = None
+    predicted_latency_ms: float | None = None
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {"arch": self.arch.encode(), "choice": asdict(self.choice), **self.cost.to_dict(),
                 "expected_madds": self.expected_madds, "expected_params": self.expected_params,
-                "val_accuracy": self.val_accuracy, "probabilities": self.probabilities,
+                "val_accuracy": self.val_accuracy, "expected_latency_ms": self.expected_latency_ms,
+                "predicted_latency_ms": self.predicted_latency_ms, "probabilities": self.probabilities,
                 "history": self.history, "wall_seconds": self.wall_seconds}
 
 
 def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettings) -> torch.Tensor:
     """The search's architecture loss; both forms penalise expected cost above the target."""
     if settings.cost_loss == "fbnet":
-        return ce * (torch.log(cost) / math.log(settings.target)) ** settings.cost_beta
+        unit = _log_unit(settings.budget_metric)
+        return ce * (torch.log(cost * unit) / math.log(settings.target * unit)) ** settings.cost_beta
     return ce + settings.cost_lambda * F.relu(cost / settings.target - 1)
 
 
@@ -197,14 +217,45 @@ def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
     return state
 
 
+class _Pricing:
+    """The cost the architecture loss penalises, and the expected costs a search reports."""
+
+    def __init__(self, net: Supernet, metric: str, table: LatencyTable | None) -> None:
+        if metric == "latency" and table is None:
+            raise ValueError("budget_metric='latency' needs a latency table: pass latency_table=, measured for "
+                             "the space with table.ensure_keys(space_latency_keys(space))")
+        self.net, self.metric, self.table = net, metric, table
+        self.latency = SpaceLatency(net.space, table) if table is not None else None
+
+    def penalised(self, sample: object) -> torch.Tensor:
+        if self.metric == "latency":
+            return self.net.expected_latency(sample, self.latency)
+        return self.net.expected_cost(sample)[0 if self.metric == "madds" else 1]
+
+    def expected(self) -> dict[str, float | None]:
+        """Expected costs at the noiseless sample (softmax of the logits)."""
+        sample = self.net.mean_sample()
+        madds, params = self.net.expected_cost(sample)
+        latency = self.net.expected_latency(sample, self.latency) if self.latency is not None else None
+        return {"expected_madds": madds.item(), "expected_params": params.item(),
+                "expected_latency_ms": None if latency is None else latency.item()}
+
+
 def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
            checkpoint: Path | None = None,
-           on_epoch: Callable[[dict], None] | None = None) -> SearchResult:
-    """Run the search; with ``checkpoint``, resume from it and save after every epoch."""
+           on_epoch: Callable[[dict], None] | None = None,
+           latency_table: LatencyTable | None = None) -> SearchResult:
+    """Run the search; with ``checkpoint``, resume from it and save after every epoch.
+
+    ``latency_table`` (holding every entry of :func:`spaces.supernet.space_latency_keys`)
+    is needed for a latency budget; with it, the result also carries the expected
+    latency and the table's prediction for the derived architecture.
+    """
     start = time.perf_counter()
     rank, _ = _world()
     torch.manual_seed(settings.seed)
     net = SUPERNETS[settings.supernet](space)
+    pricing = _Pricing(net, settings.budget_metric, latency_table)
     weights, arch_params = net.weight_parameters(), net.arch_parameters()
     w_opt = torch.optim.SGD(weights, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
     a_opt = torch.optim.Adam(arch_params, lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
@@ -223,7 +274,6 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         data_order.set_state(state["data_order"])
         val_order.set_state(state["val_order"])
         history, first_epoch = state["history"], state["epoch"]
-    metric = 0 if settings.budget_metric == "madds" else 1
 
     for epoch in range(first_epoch, settings.epochs):
         tau = temperature(epoch / max(settings.epochs - 1, 1), settings.tau_start, settings.tau_end)
@@ -237,7 +287,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
             a_opt.zero_grad(set_to_none=True)
             sample = net.sample(tau, gumbel)
             ce = F.cross_entropy(net(data.x_val[index], sample), data.y_val[index])
-            loss = cost_aware_loss(ce, net.expected_cost(sample)[metric], settings)
+            loss = cost_aware_loss(ce, pricing.penalised(sample), settings)
             loss.backward()
             _average_gradients(arch_params)
             a_opt.step()
@@ -252,11 +302,9 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
             p.grad = None
         average_buffers(net)
         schedule.step()
-        expected = net.expected_cost(net.mean_sample())
         record = {"epoch": epoch, "tau": tau, "train_loss": train_loss,
                   "arch_loss": sum(arch_losses) / len(arch_losses) if arch_losses else None,
-                  "expected_madds": expected[0].item(), "expected_params": expected[1].item(),
-                  "derived": net.arch(net.derive()).encode()}
+                  **pricing.expected(), "derived": net.arch(net.derive()).encode()}
         history.append(record)
         if checkpoint is not None and rank == 0:
             save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
@@ -272,9 +320,9 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     arch = net.arch(choice)
     child = net.child(choice)
     val_accuracy = finetune_and_validate(child, arch, data, settings)
-    expected = net.expected_cost(net.mean_sample())
-    return SearchResult(arch=arch, choice=choice, cost=arch_cost(arch), expected_madds=expected[0].item(),
-                        expected_params=expected[1].item(), val_accuracy=val_accuracy,
+    return SearchResult(arch=arch, choice=choice, cost=arch_cost(arch), **pricing.expected(),
+                        val_accuracy=val_accuracy,
+                        predicted_latency_ms=latency_table.predict(arch) if latency_table is not None else None,
                         probabilities=net.probabilities(), history=history,
                         wall_seconds=time.perf_counter() - start)
 

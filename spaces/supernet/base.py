@@ -1,7 +1,7 @@
 """What both supernets share: fixed stem/head/classifier, op and resolution logits, choice -> arch -> child.
 
 A supernet samples relaxed choices (``sample``), runs them (``forward``), prices
-them (``expected_cost``), and turns its logits into a discrete
+them (``expected_cost``, ``expected_latency``), and turns its logits into a discrete
 :class:`ArchChoice` (``derive``). The search loop only uses this interface.
 """
 
@@ -19,6 +19,7 @@ from spaces.cost import out_size
 from spaces.modules import ChildNet
 from spaces.space import SKIP, SearchSpace
 from spaces.supernet.gumbel import gumbel_softmax
+from spaces.supernet.expected_latency import SpaceLatency
 from spaces.supernet.layers import FixedConvs, copy_leading
 from spaces.supernet.masking import SpatialMasks
 
@@ -64,6 +65,10 @@ class Supernet(nn.Module, ABC):
 
     @abstractmethod
     def expected_cost(self, sample: Any) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @abstractmethod
+    def expected_latency(self, sample: Any, latency: SpaceLatency) -> torch.Tensor:
+        """Expected ms under ``sample`` from the space's latency grids; differentiable in its weights."""
 
     @abstractmethod
     def width_logits_parameters(self) -> list[nn.Parameter]: ...

@@ -31,6 +31,7 @@ from torch import nn
 from spaces.cost import out_size
 from spaces.space import SearchSpace
 from spaces.supernet.base import ArchChoice, Supernet
+from spaces.supernet.expected_latency import SpaceLatency
 from spaces.supernet.gumbel import gumbel_softmax
 from spaces.supernet.layers import SearchLayer
 from spaces.supernet.masking import SpatialMasks
@@ -178,3 +179,23 @@ class DenseNASSupernet(Supernet):
         madds = sum(g * m for g, (m, _) in zip(sample.head_paths, chained))
         params = sum(g * p for g, (_, p) in zip(sample.head_paths, chained))
         return madds, params
+
+    def expected_latency(self, sample: RoutingSample, latency: SpaceLatency) -> torch.Tensor:
+        """Chained estimation of the table latency, like :meth:`expected_cost`: a block's latency is the
+        path-weighted latency of its inputs plus alignment layers, plus its own layers."""
+        res = sample.resolution
+        chained = [latency.fixed(res)]
+        for s, stage in enumerate(self.space.stages):
+            n = len(stage.widths)
+            blocks = []
+            for j in range(n):
+                own = sum((latency.layer(s, i, sample.ops[s][i], self.hot(n, j), res)
+                           for i in range(1, len(stage.layers))), torch.zeros(()))
+                incoming = sum(sample.paths[s][i, j] * (prev + latency.layer(
+                    s, 0, sample.ops[s][0], self.hot(len(chained) * n, i * n + j), res))
+                    for i, prev in enumerate(chained))
+                blocks.append(incoming + own)
+            chained = blocks
+        n = len(chained)
+        return sum(g * (c + latency.head(self.hot(n, j), res))
+                   for j, (g, c) in enumerate(zip(sample.head_paths, chained)))

@@ -20,6 +20,7 @@ from torch import nn
 from spaces.cost import out_size
 from spaces.space import SearchSpace
 from spaces.supernet.base import ArchChoice, Supernet
+from spaces.supernet.expected_latency import SpaceLatency
 from spaces.supernet.gumbel import gumbel_softmax
 from spaces.supernet.layers import SearchLayer, expectation
 from spaces.supernet.masking import SpatialMasks, channel_mask
@@ -111,3 +112,17 @@ class DMaskingSupernet(Supernet):
                 madds, params = madds + m, params + p
             in_weights = sample.widths[s]
         return madds, params
+
+    def expected_latency(self, sample: ArchSample, latency: SpaceLatency) -> torch.Tensor:
+        """Table latency in expectation: a stage's first layer over (previous width, width) pairs, later
+        layers over the stage's width, every layer over the resolution."""
+        res = sample.resolution
+        total = latency.fixed(res)
+        previous = torch.ones(1)
+        for s, stage in enumerate(self.space.stages):
+            widths = sample.widths[s]
+            for i in range(len(stage.layers)):
+                pairs = torch.outer(previous, widths).flatten() if i == 0 else widths
+                total = total + latency.layer(s, i, sample.ops[s][i], pairs, res)
+            previous = widths
+        return total + latency.head(previous, res)

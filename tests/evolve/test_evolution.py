@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from evolve.cells import CellGenes, mutate_cell, random_cell
-from evolve.fitness import cell_evidence, space_reward
+from evolve.fitness import cell_evidence, result_cost, space_reward
 from evolve.genome import Reference, crossover, mutate_genome
 from evolve.loop import Evolution, EvolutionSettings
 from spaces.cost import arch_cost
@@ -80,6 +80,20 @@ def test_evidence_is_normalised_to_one_for_uniform_layers() -> None:
 def test_reward_is_soft_above_target_only() -> None:
     assert space_reward(0.9, 3e6, 4e6, -0.07) == 0.9
     assert space_reward(0.9, 8e6, 4e6, -0.07) == pytest.approx(0.9 * 2 ** -0.07)
+
+
+def test_latency_budget_ranks_spaces_by_the_predicted_latency_of_their_derived_arch() -> None:
+    settings = EvolutionSettings(generations=1, spaces_per_generation=3, population_per_layer=6, cells_per_layer=3,
+                                 elite=1, metric="latency", target=1.0, seed=1)
+    evo = Evolution.start(default_space(), REFERENCE, settings)
+    spaces = evo.propose()
+    results = favour_kernel_5(spaces)  # accuracies 0.5, 0.6, 0.7: the most accurate is 8x over the target
+    for result, ms in zip(results, (0.5, 1.0, 8.0)):
+        result["predicted_latency_ms"] = ms
+    report = evo.update(spaces, results)
+    assert [s["reward"] for s in report["spaces"]] == pytest.approx([0.5, 0.6, 0.7 * 8.0 ** -0.07])
+    with pytest.raises(ValueError, match="predicted_latency_ms"):
+        result_cost({"madds": 1, "params": 1}, "latency")
 
 
 def test_every_candidate_space_contains_the_reference_and_fitness_follows_evidence() -> None:

@@ -97,6 +97,32 @@ def test_search_command_writes_result_and_resumes(tiny_dataset: Path, tmp_path: 
     assert again["arch"] == result["arch"] and again["history"] == result["history"]
 
 
-def test_search_refuses_latency_budget_for_now(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["search", "--set", f"data.path={tiny_dataset}", "--set", "budget.metric=latency"]) == 2
-    assert "budget.metric=latency" in capsys.readouterr().err
+def test_search_under_a_latency_budget_measures_the_table_first(tiny_dataset: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from spaces.latency import LatencyTable
+    from tests.spaces.tiny_space import tiny_space
+
+    space_file = tmp_path / "space.yaml"
+    tiny_space().save(space_file)
+    args = ["search", "--space", str(space_file), "--out", str(tmp_path / "run"), "--set", f"data.path={tiny_dataset}",
+            "--set", "search.epochs=2", "--set", "search.batch_size=64", "--set", "search.finetune_epochs=0",
+            "--set", "budget.metric=latency", "--set", "budget.target=0.2", "--set", "budget.latency_runtime=torch"]
+    assert main(args) == 0
+    assert "entries measured on torch" in capsys.readouterr().out
+    result = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
+    table = LatencyTable.load(tmp_path / "run" / "search" / "latency_table.json", runtime="torch")
+    from spaces.arch import Arch
+    assert result["predicted_latency_ms"] == pytest.approx(table.predict(Arch.parse(result["arch"])))
+    assert result["expected_latency_ms"] > 0
+    # the saved table belongs to torch: asking for onnxruntime is refused, naming both and the fix
+    assert main([*args[:-1], "budget.latency_runtime=onnxruntime", "--set", "search.epochs=3"]) == 2
+    err = capsys.readouterr().err
+    assert "runtime='torch'" in err and "delete the file" in err
+
+
+def test_fbnet_loss_with_a_sub_microsecond_latency_target_is_a_config_error(
+        tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--set", f"data.path={tiny_dataset}", "--set", "budget.metric=latency",
+                 "--set", "budget.target=0.0005"]) == 2
+    err = capsys.readouterr().err
+    assert "budget.target" in err and "hinge" in err

@@ -17,6 +17,9 @@ import pytest
 from mlflow import MlflowClient
 
 from spaces.arch import Arch
+from spaces.latency import LatencyTable
+from spaces.space import SearchSpace
+from spaces.supernet import space_latency_keys
 from tests.spaces.tiny_space import tiny_space
 
 pytestmark = pytest.mark.slow
@@ -25,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 REFERENCE = "input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu_nores|ir_k3_s2_e3_c12_relu head=cn_k1_c32_relu classes=4"
 
 
-def _write_config(tmp_path: Path, data: Path, generations: int = 2, deploy: bool = False) -> Path:
+def _write_config(tmp_path: Path, data: Path, generations: int = 2, deploy: bool = False,
+                  budget: str = "{metric: madds, target: 3.0e5}") -> Path:
     space_file = tmp_path / "space.yaml"
     tiny_space().save(space_file)
     config = tmp_path / "config.yaml"
@@ -33,7 +37,7 @@ def _write_config(tmp_path: Path, data: Path, generations: int = 2, deploy: bool
 out_dir: {tmp_path / 'run'}
 data: {{path: {data}}}
 space: {{file: {space_file}, reference: "{REFERENCE}"}}
-budget: {{metric: madds, target: 3.0e5}}
+budget: {budget}
 search: {{epochs: 2, warmup_epochs: 1, batch_size: 64, finetune_epochs: 0}}
 evolution: {{generations: {generations}, spaces_per_generation: 2, population_per_layer: 4, cells_per_layer: 2}}
 ray: {{num_cpus: 2, workers_per_trial: 1, cpus_per_worker: 0.45}}
@@ -125,11 +129,23 @@ def test_a_faulty_trial_is_retried_and_the_run_completes(tiny_dataset: Path, tmp
     assert (run_dir / "generations" / "gen-0" / "space-0" / "fault-injected").exists()
 
 
-def test_run_goes_all_the_way_to_a_served_champion(tiny_dataset: Path, tmp_path: Path) -> None:
-    out = _finish(_cli("run", "--config", str(_write_config(tmp_path, tiny_dataset, generations=1, deploy=True))))
+def test_run_under_a_latency_budget_goes_all_the_way_to_a_served_champion(tiny_dataset: Path, tmp_path: Path) -> None:
+    # onnxruntime latency (the default runtime) prices the search, ranks spaces and gates the champion
+    budget = "{metric: latency, target: 2.0}"
+    out = _finish(_cli("run", "--config", str(_write_config(tmp_path, tiny_dataset, generations=1, deploy=True,
+                                                            budget=budget))))
     run_dir = tmp_path / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    table = LatencyTable.load(run_dir / "latency_table.json", runtime="onnxruntime", batch=1)
+    assert set(space_latency_keys(SearchSpace.from_dict(summary["learned_space"]))) <= set(table.entries)
+    assert summary["best"]["predicted_latency_ms"] == pytest.approx(table.predict(Arch.parse(summary["best"]["arch"])))
+    final = summary["final_search"]
+    assert final["expected_latency_ms"] > 0 and final["history"][-1]["expected_latency_ms"] > 0
     deployed = json.loads((run_dir / "deploy.json").read_text())
     model = deployed["models"][0]
+    # the champion rule's budget check read the exported model's onnxruntime latency (batch 1)
+    assert model["promotion"]["budget_metric"] == "latency"
+    assert model["promotion"]["cost"] == pytest.approx(model["export"]["latency_ms"]["onnxruntime"]["1"])
     assert model["retrain"]["test_accuracy"] > 0.4  # 4 classes: chance is 0.25
     assert model["export"]["parity_max_abs_diff"]["onnx"] <= 1e-4
     assert model["promotion"]["decision"] == "promoted"  # the first model of a registry becomes champion

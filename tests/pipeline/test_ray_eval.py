@@ -13,6 +13,8 @@ import ray
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.ray_eval import SpaceEvaluation, _prepare_space_dir, evaluate_spaces, trial_capacity
 from spaces.arch import Arch
+from spaces.latency import LatencyTable
+from spaces.supernet import space_latency_keys
 from spaces.space import SearchSpace
 from tests.spaces.tiny_space import TINY_SPACE
 
@@ -85,11 +87,21 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     assert wait_for_free_cpus() == ray_cluster["CPU"]
 
 
-def test_two_workers_search_one_space_data_parallel(ray_cluster: dict[str, float], tiny_dataset: Path,
-                                                    tmp_path: Path) -> None:
-    config = tiny_config(tiny_dataset, "ray.workers_per_trial=2")
-    [evaluation] = evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers")
+def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
+        ray_cluster: dict[str, float], tiny_dataset: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset, "ray.workers_per_trial=2", "budget.metric=latency", "budget.target=0.05",
+                         "budget.latency_runtime=torch", "search.cost_loss=hinge")
+    table_path = tmp_path / "latency_table.json"
+    with pytest.raises(ValueError, match="latency_table"):
+        evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers")
+    [evaluation] = evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers", table_path)
     assert_searched(evaluation, space_at(12))
+    # the table was measured before the trial, for every member of the space, and priced the search
+    table = LatencyTable.load(table_path, runtime="torch", batch=1)
+    assert set(space_latency_keys(space_at(12))) <= set(table.entries)
+    result = evaluation.result
+    assert result["predicted_latency_ms"] == pytest.approx(table.predict(Arch.parse(result["arch"])))
+    assert all(h["expected_latency_ms"] > 0 for h in result["history"])
     assert wait_for_free_cpus() == ray_cluster["CPU"]
 
 
