@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from deploy.registry import RegistryError, load_registered
+from deploy.errors import RegistryError
+from deploy.registry import load_registered
 
 __all__ = ["Prediction", "load_inputs", "predict_arrays", "predict_images", "register"]
 
@@ -118,24 +119,7 @@ def predict_images(model_uri: str, inputs: list[Path | str], tracking_uri: str, 
             for i, (source, k) in enumerate(zip(sources, best))]
 
 
-# ---- CLI -------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``autospace predict``."""
-    parser = subparsers.add_parser(
-        "predict", help="classify images with a registered model",
-        description="INPUTS are image files (converted to the model's channels and size) or Parquet data files "
-                    "as PATH.parquet[:SPLIT] (default split test).")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file or PATH.parquet[:SPLIT]")
-    parser.add_argument("--model", required=True,
-                        help="models:/NAME@ALIAS, models:/NAME/VERSION, or NAME (its champion)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
-    where.add_argument("--run-dir", type=Path, help="a run directory: use its MLflow store")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per onnxruntime call")
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
-    parser.set_defaults(func=run_predict)
-
-
+# ---- CLI (the parser lives in deploy/cli.py) -------------------------------------------
 def _tracking_uri_of(args: argparse.Namespace) -> str:
     from pipeline.config import ConfigError, load_config
     from pipeline.run_dir import RunPaths

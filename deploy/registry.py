@@ -60,6 +60,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 
+from deploy.errors import RegistryError
 from deploy.export import load_onnx_session
 from spaces.arch import Arch
 from spaces.cost import arch_cost
@@ -89,10 +90,6 @@ COST_TAGS = {"madds": "madds", "params": "params", "latency": "latency_ms"}
 """Budget metric (``BudgetConfig.metric``) -> the version tag holding that cost; the tag names are accepted too."""
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # a missing alias is the latter
 _GAIN_TOLERANCE = 1e-9  # accuracies are ratios of counts; keep 0.85 - 0.84 >= 0.01 true
-
-
-class RegistryError(ValueError):
-    """A registry request cannot be served: unknown model, version or alias, unreadable input, wrong shape."""
 
 
 # ---- clients and versions --------------------------------------------------------------------
@@ -473,27 +470,7 @@ def promote_if_better(
     return result
 
 
-# ---- CLI -------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``autospace promote``."""
-    parser = subparsers.add_parser(
-        "promote", help="apply the champion promotion rule to a registered version",
-        description="Moves the alias champion to VERSION when it is within the budget and beats the champion "
-                    "on the same test split (see docs/registry.md). The budget, min gain and slack come from "
-                    "the run directory's config.yaml, else --config, else the embedded defaults.")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--run-dir", type=Path, help="a run directory (its MLflow store, model name and config)")
-    where.add_argument("--tracking-uri", help="an MLflow tracking URI (needs --model)")
-    parser.add_argument("--model", help="registered model name (default: the config's mlflow.registered_model)")
-    parser.add_argument("--version", required=True, help="the version to consider")
-    parser.add_argument("--config", type=Path, help="config whose budget and mlflow sections set the rule")
-    parser.add_argument("--force", action="store_true", help="move the alias regardless of the rule (logged)")
-    parser.add_argument("--log", type=Path, help="append the decision to this JSON Lines file "
-                                                  "(default with --run-dir: RUN_DIR/promotions.jsonl)")
-    parser.add_argument("--json", action="store_true", help="print the decision as JSON")
-    parser.set_defaults(func=run_promote)
-
-
+# ---- CLI (the parser lives in deploy/cli.py) -------------------------------------------
 def run_promote(args: argparse.Namespace) -> int:
     """``autospace promote``: prints the decision; keeping the champion is an answer, not an error."""
     from pipeline.config import ConfigError, load_config

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deploy import predict as predict_cli
-from deploy import registry as registry_cli
-from deploy.registry import RegistryError
+from deploy import cli as deploy_cli
+from deploy.errors import RegistryError
 from deploy.schedule import CronError, ScheduleLockedError
 from pipeline import cost_cli, run_cli
 from pipeline.config import ConfigError
@@ -34,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cli.register(commands)
     data_cli.register(commands)
     cost_cli.register(commands)
-    registry_cli.register(commands)
-    predict_cli.register(commands)
+    deploy_cli.register(commands)
     return parser
 
 

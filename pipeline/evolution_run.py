@@ -72,7 +72,7 @@ class EvolutionRunner:
     def __init__(self, config_json: dict[str, Any]) -> None:
         self.config = Config.model_validate(config_json)
         self.paths = RunPaths(self.config.out_dir)
-        self.table = (self.paths.root / TABLE_NAME).resolve()
+        self.table_path = (self.paths.root / TABLE_NAME).resolve()
 
     def _set_status(self, **fields: Any) -> None:
         current = read_status(self.paths.root).get("status", {})
@@ -101,9 +101,9 @@ class EvolutionRunner:
             write_json(gen_dir / "spaces.json", [s.to_dict() for s in spaces])
             self._set_status(phase="evolution", generation=n, running_trials=len(spaces),
                              generations=config.evolution.generations)
-            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table)
+            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table_path)
             results = [e.result if e.ok else None for e in evaluations]
-            predict_latency(self.table, config, results)
+            predict_latency(self.table_path, config, results)
             write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
             evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
             evolution.save(paths.state)
@@ -128,8 +128,8 @@ class EvolutionRunner:
         self._set_status(phase="final search", running_trials=1)
         learned = evolution.learned_space()
         write_json(paths.final / "space.json", learned.to_dict())
-        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table)[0]
-        predict_latency(self.table, config, [final.result if final.ok else None])
+        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table_path)[0]
+        predict_latency(self.table_path, config, [final.result if final.ok else None])
         points = [{**entry, "generation": h["generation"]} for h in evolution.history for entry in h["spaces"]
                   if entry["arch"] is not None]
         if final.ok:

@@ -224,7 +224,7 @@ class _Pricing:
         if metric == "latency" and table is None:
             raise ValueError("budget_metric='latency' needs a latency table: pass latency_table=, measured for "
                              "the space with table.ensure_keys(space_latency_keys(space))")
-        self.net, self.metric, self.table = net, metric, table
+        self.net, self.metric = net, metric
         self.latency = SpaceLatency(net.space, table) if table is not None else None
 
     def penalised(self, sample: object) -> torch.Tensor:

@@ -7,5 +7,6 @@ from spaces.supernet.expected_latency import SpaceLatency, space_latency_keys
 from spaces.supernet.gumbel import gumbel_softmax, temperature
 from spaces.supernet.masking import SpatialMasks, channel_mask, resize_input
 
-__all__ = ["ArchChoice", "ArchSample", "DMaskingSupernet", "DenseNASSupernet", "RoutingSample", "SpaceLatency", "SpatialMasks",
-           "Supernet", "channel_mask", "gumbel_softmax", "resize_input", "space_latency_keys", "temperature"]
+__all__ = ["ArchChoice", "ArchSample", "DMaskingSupernet", "DenseNASSupernet", "RoutingSample", "SpaceLatency",
+           "SpatialMasks", "Supernet", "channel_mask", "gumbel_softmax", "resize_input", "space_latency_keys",
+           "temperature"]

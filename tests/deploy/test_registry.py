@@ -18,9 +18,9 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from deploy.cli import register as register_deploy_commands
 from deploy.export import DeployableModel, export_model, load_onnx_session
 from deploy.predict import predict_images
-from deploy.predict import register as register_predict
 from deploy.registry import (
     CANDIDATE,
     CHAMPION,
@@ -32,7 +32,6 @@ from deploy.registry import (
     register_model,
 )
 from deploy.registry import test_split_id as split_id  # a test_* name would be collected by pytest
-from deploy.registry import register as register_promote
 from pipeline.config import Config, MlflowConfig
 from pipeline.data import load_dataset, read_info, write_dataset
 from spaces.arch import Arch
@@ -83,8 +82,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, exported: dict[str, Path]
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="autospace")
     commands = parser.add_subparsers(dest="command", required=True)
-    register_predict(commands)
-    register_promote(commands)
+    register_deploy_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,9 @@
+"""The deploy stage's user-facing error, importable without MLflow or onnxruntime (the CLI catches it)."""
+
+from __future__ import annotations
+
+__all__ = ["RegistryError"]
+
+
+class RegistryError(ValueError):
+    """A registry request cannot be served: unknown model, version or alias, unreadable input, wrong shape."""
