@@ -15,7 +15,7 @@ Run directory::
     status.json        phase, current generation, trials in flight (for ``autospace status``)
     generations/gen-N/ spaces.json, results.json and each trial's Ray/search checkpoints
     final/             the final search in the learned space
-    latency_table.json the run's per-op latency table (budget.latency_runtime, batch 1)
+    latency_table.<runtime>.json  the run's per-op latency table (budget.latency_runtime, batch 1)
     summary.json, pareto.png
 
 Crash safety: the state is saved before the generation is logged, and logging
@@ -38,7 +38,7 @@ from evolve.fitness import COST_KEYS, result_cost, space_reward
 from deploy.pipeline import deploy_run
 from evolve.loop import Evolution, EvolutionSettings
 from pipeline.config import Config
-from pipeline.latency_table import TABLE_NAME, predict_latency
+from pipeline.latency_table import predict_latency, table_file
 from pipeline.ray_eval import ensure_ray, evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
 from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, write_json
@@ -72,7 +72,7 @@ class EvolutionRunner:
     def __init__(self, config_json: dict[str, Any]) -> None:
         self.config = Config.model_validate(config_json)
         self.paths = RunPaths(self.config.out_dir)
-        self.table_path = (self.paths.root / TABLE_NAME).resolve()
+        self.table_path = table_file(self.paths.root, self.config).resolve()
 
     def _set_status(self, **fields: Any) -> None:
         current = read_status(self.paths.root).get("status", {})

@@ -1,4 +1,4 @@
-"""The run's latency lookup table: one file per run directory, measured on the configured runtime.
+"""The run's latency lookup table: one file per run directory and runtime (``latency_table.<runtime>.json``).
 
 Entries are measured by the process that owns the run (the evolution actor, or
 the ``autospace search`` command), between searches, never inside a search: a
@@ -19,10 +19,14 @@ from spaces.latency import LatencyTable, LatencyTableError, MeasureSettings
 from spaces.space import SearchSpace
 from spaces.supernet import space_latency_keys
 
-__all__ = ["TABLE_NAME", "load_table", "measure_spaces", "open_table", "predict_latency"]
+__all__ = ["load_table", "measure_spaces", "open_table", "predict_latency", "table_file"]
 
-TABLE_NAME = "latency_table.json"
 _BATCH = 1
+
+
+def table_file(folder: Path, config: Config) -> Path:
+    """Where a folder keeps its table for the configured runtime (a runtime switch starts a new file)."""
+    return folder / f"latency_table.{config.budget.latency_runtime}.json"
 
 
 def _settings(config: Config) -> MeasureSettings:

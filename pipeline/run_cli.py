@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.cli import format_summary
-from pipeline.latency_table import TABLE_NAME, measure_spaces
+from pipeline.latency_table import measure_spaces, table_file
 from pipeline.run_dir import read_status
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table, human
@@ -74,9 +74,10 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
     space.save(out / "space.yaml")
     table = None
     if settings.budget_metric == "latency":
-        table, added = measure_spaces(out / TABLE_NAME, config, [space])
+        path = table_file(out, config)
+        table, added = measure_spaces(path, config, [space])
         if show_progress:
-            print(f"latency table {out / TABLE_NAME}: {added} entries measured on {config.budget.latency_runtime}")
+            print(f"latency table {path}: {added} entries measured on {config.budget.latency_runtime}")
     bar = tqdm(total=settings.epochs, desc="search", unit="epoch", disable=not show_progress)
 
     def on_epoch(record: dict) -> None:

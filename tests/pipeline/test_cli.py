@@ -110,11 +110,13 @@ def test_search_under_a_latency_budget_measures_the_table_first(tiny_dataset: Pa
     assert main(args) == 0
     assert "entries measured on torch" in capsys.readouterr().out
     result = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
-    table = LatencyTable.load(tmp_path / "run" / "search" / "latency_table.json", runtime="torch")
+    table = LatencyTable.load(tmp_path / "run" / "search" / "latency_table.torch.json", runtime="torch")
     from spaces.arch import Arch
     assert result["predicted_latency_ms"] == pytest.approx(table.predict(Arch.parse(result["arch"])))
     assert result["expected_latency_ms"] > 0
-    # the saved table belongs to torch: asking for onnxruntime is refused, naming both and the fix
+    # a table file that holds another runtime's figures is refused, naming both and the fix
+    search_dir = tmp_path / "run" / "search"
+    (search_dir / "latency_table.onnxruntime.json").write_text((search_dir / "latency_table.torch.json").read_text())
     assert main([*args[:-1], "budget.latency_runtime=onnxruntime", "--set", "search.epochs=3"]) == 2
     err = capsys.readouterr().err
     assert "runtime='torch'" in err and "delete the file" in err

@@ -136,7 +136,7 @@ def test_run_under_a_latency_budget_goes_all_the_way_to_a_served_champion(tiny_d
                                                             budget=budget))))
     run_dir = tmp_path / "run"
     summary = json.loads((run_dir / "summary.json").read_text())
-    table = LatencyTable.load(run_dir / "latency_table.json", runtime="onnxruntime", batch=1)
+    table = LatencyTable.load(run_dir / "latency_table.onnxruntime.json", runtime="onnxruntime", batch=1)
     assert set(space_latency_keys(SearchSpace.from_dict(summary["learned_space"]))) <= set(table.entries)
     assert summary["best"]["predicted_latency_ms"] == pytest.approx(table.predict(Arch.parse(summary["best"]["arch"])))
     final = summary["final_search"]

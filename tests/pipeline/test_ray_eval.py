@@ -91,7 +91,7 @@ def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
         ray_cluster: dict[str, float], tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_dataset, "ray.workers_per_trial=2", "budget.metric=latency", "budget.target=0.05",
                          "budget.latency_runtime=torch", "search.cost_loss=hinge")
-    table_path = tmp_path / "latency_table.json"
+    table_path = tmp_path / "latency_table.torch.json"
     with pytest.raises(ValueError, match="latency_table"):
         evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers")
     [evaluation] = evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers", table_path)
