@@ -74,10 +74,10 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
     space.save(out / "space.yaml")
     table = None
     if settings.budget_metric == "latency":
-        path = table_file(out, config)
-        table, added = measure_spaces(path, config, [space])
+        table_path = table_file(out, config)  # measured here, before the search, never inside it
+        table, added = measure_spaces(table_path, config, [space])
         if show_progress:
-            print(f"latency table {path}: {added} entries measured on {config.budget.latency_runtime}")
+            print(f"latency table {table_path}: {added} entries measured on {config.budget.latency_runtime}")
     bar = tqdm(total=settings.epochs, desc="search", unit="epoch", disable=not show_progress)
 
     def on_epoch(record: dict) -> None:

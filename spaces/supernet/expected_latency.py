@@ -130,7 +130,8 @@ class SpaceLatency:
         self.overhead = table.overhead_ms
         self.stem = torch.tensor([total(row) for row in keys.stem])
         self.tail = torch.tensor([[total(cell) for cell in row] for row in keys.tail])
-        self.layers = [[torch.tensor([[[total([k]) for k in pair] for pair in cell] for cell in grid])
+        self.layers = [[torch.tensor([[[table.entry(k) if k is not None else 0.0 for k in pair] for pair in cell]
+                                      for cell in grid])
                         for grid in stage] for stage in keys.layers]
 
     def fixed(self, resolution: torch.Tensor) -> torch.Tensor:

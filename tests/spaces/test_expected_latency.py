@@ -14,7 +14,7 @@ import statistics
 import pytest
 import torch
 
-from spaces.latency import LatencyTable, MeasureSettings, MissingLatencyError, arch_keys
+from spaces.latency import LatencyKey, LatencyTable, MeasureSettings, MissingLatencyError, arch_keys
 from spaces.search import SearchSettings, search
 from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet,
                              space_latency_keys)
@@ -23,11 +23,12 @@ from tests.spaces.tiny_space import quadrant_data, tiny_space
 FAST = MeasureSettings("torch", warmup=1, repeats=3)
 
 
-def _made_up_table() -> LatencyTable:
-    """Distinct entries per key, deterministic: ms = 0.01 + a seeded draw from [0, 1)."""
+def _made_up_table(without: LatencyKey | None = None) -> LatencyTable:
+    """Distinct entries per key (all but ``without``), deterministic: ms = 0.01 + a seeded draw from [0, 1)."""
     rng = random.Random(0)
-    keys = space_latency_keys(tiny_space())
-    return LatencyTable(FAST, overhead_ms=0.005, entries={k: 0.01 + rng.random() for k in keys})
+    entries = {k: 0.01 + rng.random() for k in space_latency_keys(tiny_space())}
+    entries.pop(without, None)
+    return LatencyTable(FAST, overhead_ms=0.005, entries=entries)
 
 
 def _all_choices(net: Supernet) -> list[ArchChoice]:
@@ -82,11 +83,9 @@ def test_latency_gradients_reach_every_architecture_parameter(supernet: Supernet
 
 
 def test_missing_entry_names_the_key_and_how_to_measure() -> None:
-    table = _made_up_table()
     missing = space_latency_keys(tiny_space())[7]
-    del table._entries[missing]
     with pytest.raises(MissingLatencyError, match="space_latency_keys") as err:
-        SpaceLatency(tiny_space(), table)
+        SpaceLatency(tiny_space(), _made_up_table(without=missing))
     assert str(missing) in str(err.value)
 
 
