@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.measure import saved_bytes
 from spaces.supernet import channel_mask, gumbel_softmax
 
 OPTIONS = (2, 4, 8, 16, 32)
@@ -83,21 +84,6 @@ class ExplicitStack(WidthStack):
         # Weighting before padding saves only each branch's own channels for backward: the cheaper order.
         return sum(F.pad(g * branch(x), (0, 0, 0, 0, 0, self.max - w))
                    for g, w, branch in zip(weights, self.widths, self.branches[i]))
-
-
-def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
-    """Bytes autograd keeps for backward during ``step``'s forward, each storage counted once."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = step()
-    loss.backward()
-    return sum(storages.values())
 
 
 def main() -> None:

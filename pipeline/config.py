@@ -84,6 +84,11 @@ class SearchConfig(_Section):
     tau_end: float = Field(0.5, gt=0, description="temperature at the end (exponential decay)")
     finetune_epochs: int = Field(1, ge=0, description="epochs fine-tuning the derived child before validation")
     seed: int = 0
+    sampling: Literal["single_path", "relaxed"] = Field(
+        "single_path", description="single_path: each step runs one sampled child; relaxed: the whole mixture")
+    derive_ranked: int = Field(8, ge=0, description="in-budget candidates ranked by inherited accuracy (0: argmax)")
+    derive_samples: int = Field(256, ge=0, description="architectures drawn from the learned distribution")
+    derive_window: float = Field(0.1, ge=0, lt=1, description="prefer candidates within this share below target")
 
     @model_validator(mode="after")
     def _warmup_shorter_than_search(self) -> SearchConfig:

@@ -1,21 +1,31 @@
 """The bilevel supernet search loop: weights on train, architecture on val.
 
-After ``warmup_epochs`` of weights only, every step updates the network weights
-on a train batch (cross-entropy) and then the architecture logits on a val batch
-with a cost-aware loss: FBNet's ``CE * (log cost / log target) ** beta`` or the
-hinge ``CE + lambda * relu(cost / target - 1)``, where the cost is the expected
-MAdds, params or latency (ms, from a lookup table; it enters FBNet's log form
-in microseconds, so that the log stays positive for sub-millisecond networks,
-as the paper's milliseconds do for its phone models). The Gumbel temperature decays
-exponentially over the search. The derived child inherits the supernet's
-weights, is fine-tuned briefly and then validated; its accuracy is what the
-search reports.
+Single path (the default, ``sampling="single_path"``): every step draws one
+discrete architecture from the logits (hard Gumbel-softmax, GDAS) and computes
+only that child — its cells, route, resolution and sliced widths — so a step
+costs about one child (``benchmarks/bench_supernet_step.py``). After
+``warmup_epochs`` of weights only, every weight step on a train batch is followed
+by an architecture step on a val batch: the sampled child's cross-entropy reaches
+the logits through straight-through gates, and the cost-aware loss — FBNet's
+``CE * (log cost / log target) ** beta`` or the hinge ``CE + lambda * relu(cost /
+target - 1)`` — prices the *expected* cost of the logits' distribution (MAdds,
+params or latency in ms from a lookup table; latency enters FBNet's log form in
+microseconds, so that the log stays positive for sub-millisecond networks).
+``sampling="relaxed"`` runs the whole Gumbel-softmax mixture instead (FBNetV2
+masking at the max width and resolution), several times a child's cost. The
+temperature decays exponentially per step.
+
+The architecture is derived on the budget (:mod:`spaces.derive`): candidates drawn
+from the learned distribution that fit the target are ranked by inherited
+accuracy; the winner is fine-tuned briefly and validated, and that accuracy is
+what the search reports, with every choice's entropy (how decided it is).
 
 The same code runs in one process or data-parallel under ``torch.distributed``
-(gloo on CPU, as Ray Train runs it): every rank takes its slice of the same
-global batch, gradients are averaged with all-reduce, the Gumbel noise comes
-from a generator seeded identically on every rank, so architecture logits stay
-in sync. Only rank 0 writes checkpoints.
+(gloo on CPU, as Ray Train runs it; :mod:`spaces.training`): every rank takes its
+slice of the same global batch, gradients are averaged in one all-reduce, and
+the Gumbel noise comes from a generator seeded identically on every rank, so all
+ranks sample the same path and keep identical logits. Only rank 0 writes
+checkpoints.
 """
 
 from __future__ import annotations
@@ -25,10 +35,9 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -36,11 +45,13 @@ from spaces.arch import Arch
 from spaces.cost import Cost, arch_cost
 from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
+from spaces.derive import CALIBRATION_IMAGES, Candidate, budget_cost, derive_on_budget, recalibrate_bn
 from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
                              temperature)
+from spaces.training import average_buffers, average_gradients, cycle, evaluate, train_epoch, world
 
-__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "average_buffers", "cost_aware_loss",
-           "evaluate", "save_atomically", "search", "train_epoch"]
+__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "average_buffers", "choice_entropy",
+           "cost_aware_loss", "evaluate", "save_atomically", "search", "train_epoch"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 
@@ -72,8 +83,17 @@ class SearchSettings:
     supernet: Literal["dmasking", "densenas"] = "dmasking"
     budget_metric: Literal["madds", "params", "latency"] = "madds"
     target: float = 5e6
+    sampling: Literal["single_path", "relaxed"] = "single_path"
+    derive_ranked: int = 8
+    derive_samples: int = 256
+    derive_window: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0 <= self.derive_window < 1:
+            raise ValueError(f"derive_window={self.derive_window} must be in [0, 1): the share below the target "
+                             "a derived architecture should land in")
+        if self.derive_ranked < 0 or self.derive_samples < 0:
+            raise ValueError("derive_ranked and derive_samples must be >= 0")
         if self.cost_loss == "fbnet" and self.target * _log_unit(self.budget_metric) <= 1:
             unit = "microseconds" if self.budget_metric == "latency" else self.budget_metric
             raise ValueError(f"target={self.target:g} is too small for the fbnet loss: log(target) in {unit} must be "
@@ -108,6 +128,8 @@ class SearchResult:
     probabilities: dict
     expected_latency_ms: float | None = None
     predicted_latency_ms: float | None = None
+    entropy: dict = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
 
@@ -116,7 +138,22 @@ class SearchResult:
                 "expected_madds": self.expected_madds, "expected_params": self.expected_params,
                 "val_accuracy": self.val_accuracy, "expected_latency_ms": self.expected_latency_ms,
                 "predicted_latency_ms": self.predicted_latency_ms, "probabilities": self.probabilities,
+                "entropy": self.entropy, "candidates": [c.to_dict() for c in self.candidates],
                 "history": self.history, "wall_seconds": self.wall_seconds}
+
+
+def choice_entropy(probabilities: dict) -> dict:
+    """Entropy of every choice, normalised to [0, 1] (1 = uniform, 0 = decided), as in ``probabilities``."""
+    def normalised(p: list[float]) -> float:
+        if len(p) < 2:
+            return 0.0
+        return -sum(q * math.log(q) for q in p if q > 0) / math.log(len(p))
+
+    cells = [[normalised(layer) for layer in stage] for stage in probabilities["cells"]]
+    widths = [normalised(w) for w in probabilities["widths"]]
+    flat = [*sum(cells, []), *widths, normalised(probabilities["resolution"])]
+    return {"cells": cells, "widths": widths, "resolution": flat[-1], "mean": sum(flat) / len(flat),
+            "max": max(flat)}
 
 
 def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettings) -> torch.Tensor:
@@ -125,76 +162,6 @@ def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettin
         unit = _log_unit(settings.budget_metric)
         return ce * (torch.log(cost * unit) / math.log(settings.target * unit)) ** settings.cost_beta
     return ce + settings.cost_lambda * F.relu(cost / settings.target - 1)
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _average_gradients(params: list[nn.Parameter]) -> None:
-    rank, world = _world()
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad /= world
-
-
-def average_buffers(module: nn.Module) -> None:
-    """Average BN running statistics over ranks: each rank normalised with its own slice of the
-    batch, so without this the ranks' children (and rank 0's checkpoint) would differ."""
-    rank, world = _world()
-    if world == 1:
-        return
-    for buffer in module.buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-            buffer /= world
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """This rank's slice of each global batch of a seeded permutation (last partial batch dropped)."""
-    rank, world = _world()
-    order = torch.randperm(n, generator=generator)
-    batch_size = min(batch_size, n)
-    for start in range(0, n - batch_size + 1, batch_size):
-        yield order[start:start + batch_size][rank::world]
-
-
-def train_epoch(model: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter],
-                optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                generator: torch.Generator, before_step: Callable[[], None] | None = None,
-                label_smoothing: float = 0.0) -> float:
-    """One data-parallel epoch of cross-entropy; returns the mean loss of this rank's batches."""
-    losses = []
-    for index in _batches(len(x), batch_size, generator):
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x[index]), y[index], label_smoothing=label_smoothing)
-        loss.backward()
-        _average_gradients(params)
-        optimizer.step()
-        losses.append(loss.item())
-        if before_step is not None:
-            before_step()
-    return sum(losses) / max(len(losses), 1)
-
-
-@torch.no_grad()
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 512) -> float:
-    """Accuracy over all ranks' shards (each rank evaluates its slice, counts are summed)."""
-    rank, world = _world()
-    correct = torch.zeros(2)
-    for start in range(rank * batch_size, len(x), batch_size * world):
-        logits = model(x[start:start + batch_size])
-        correct += torch.tensor([(logits.argmax(1) == y[start:start + batch_size]).sum().item(), len(logits)])
-    if world > 1:
-        dist.all_reduce(correct)
-    return (correct[0] / correct[1].clamp(min=1)).item()
 
 
 def save_atomically(state: dict, path: Path) -> None:
@@ -252,7 +219,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     latency and the table's prediction for the derived architecture.
     """
     start = time.perf_counter()
-    rank, _ = _world()
+    rank, _ = world()
     torch.manual_seed(settings.seed)
     net = SUPERNETS[settings.supernet](space)
     pricing = _Pricing(net, settings.budget_metric, latency_table)
@@ -275,36 +242,59 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         val_order.set_state(state["val_order"])
         history, first_epoch = state["history"], state["epoch"]
 
+    steps_per_epoch = max(len(data.x_train) // min(settings.batch_size, len(data.x_train)), 1)
+    step = first_epoch * steps_per_epoch
+
+    def tau() -> float:
+        """Per-step exponential decay over the whole search."""
+        return temperature(step / max(settings.epochs * steps_per_epoch - 1, 1), settings.tau_start,
+                           settings.tau_end)
+
+    def draw(gates: bool) -> object:
+        if settings.sampling == "single_path":
+            return net.sample_path(tau(), gumbel, gates=gates)
+        return net.sample(tau(), gumbel)
+
     for epoch in range(first_epoch, settings.epochs):
-        tau = temperature(epoch / max(settings.epochs - 1, 1), settings.tau_start, settings.tau_end)
         net.train()
-        val_batches = _cycle(len(data.x_val), settings.batch_size, val_order)
+        val_batches = cycle(len(data.x_val), settings.batch_size, val_order)
         search_arch = epoch >= settings.warmup_epochs
         arch_losses: list[float] = []
+        epoch_tau = tau()
 
         def arch_step() -> None:
             index = next(val_batches)
             a_opt.zero_grad(set_to_none=True)
-            sample = net.sample(tau, gumbel)
+            sample = draw(gates=True)
             ce = F.cross_entropy(net(data.x_val[index], sample), data.y_val[index])
-            loss = cost_aware_loss(ce, pricing.penalised(sample), settings)
+            # single path prices the distribution the path was drawn from; relaxed, the sample itself
+            priced = net.mean_sample(grad=True) if settings.sampling == "single_path" else sample
+            loss = cost_aware_loss(ce, pricing.penalised(priced), settings)
             loss.backward()
-            _average_gradients(arch_params)
+            average_gradients(arch_params)
             a_opt.step()
             arch_losses.append(loss.item())
 
         def weights_forward(xb: torch.Tensor) -> torch.Tensor:
-            return net(xb, net.sample(tau, gumbel))
+            return net(xb, draw(gates=False))
+
+        def after_weight_step() -> None:
+            nonlocal step
+            if search_arch:
+                arch_step()
+            step += 1
 
         train_loss = train_epoch(weights_forward, weights, w_opt, data.x_train, data.y_train, settings.batch_size,
-                                 data_order, before_step=arch_step if search_arch else None)
-        for p in arch_params:  # weight steps leave gradients on the logits; they must not leak
+                                 data_order, before_step=after_weight_step)
+        step = (epoch + 1) * steps_per_epoch
+        for p in arch_params:  # relaxed weight steps leave gradients on the logits; they must not leak
             p.grad = None
         average_buffers(net)
         schedule.step()
-        record = {"epoch": epoch, "tau": tau, "train_loss": train_loss,
+        record = {"epoch": epoch, "tau": epoch_tau, "train_loss": train_loss,
                   "arch_loss": sum(arch_losses) / len(arch_losses) if arch_losses else None,
-                  **pricing.expected(), "derived": net.arch(net.derive()).encode()}
+                  **pricing.expected(), "entropy": choice_entropy(net.probabilities())["mean"],
+                  "derived": net.arch(net.derive()).encode()}
         history.append(record)
         if checkpoint is not None and rank == 0:
             save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
@@ -316,19 +306,25 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         if on_epoch is not None and rank == 0:
             on_epoch(record)
 
-    choice = net.derive()
+    net.eval()
+    choice, candidates = derive_on_budget(
+        net, settings.budget_metric, settings.target, data.x_train, data.x_val, data.y_val,
+        samples=settings.derive_samples, ranked=settings.derive_ranked, window=settings.derive_window,
+        table=latency_table, seed=settings.seed + 5)
     arch = net.arch(choice)
     child = net.child(choice)
     val_accuracy = finetune_and_validate(child, arch, data, settings)
+    probabilities = net.probabilities()
     return SearchResult(arch=arch, choice=choice, cost=arch_cost(arch), **pricing.expected(),
                         val_accuracy=val_accuracy,
-                        predicted_latency_ms=latency_table.predict(arch) if latency_table is not None else None,
-                        probabilities=net.probabilities(), history=history,
-                        wall_seconds=time.perf_counter() - start)
+                        predicted_latency_ms=budget_cost(arch, "latency", latency_table)
+                        if latency_table is not None else None,
+                        probabilities=probabilities, entropy=choice_entropy(probabilities), candidates=candidates,
+                        history=history, wall_seconds=time.perf_counter() - start)
 
 
 def finetune_and_validate(child: nn.Module, arch: Arch, data: SearchData, settings: SearchSettings) -> float:
-    """Fine-tune the inherited child briefly (recalibrating BN), then its validation accuracy."""
+    """Fine-tune the inherited child briefly, re-estimate its BN statistics, then its validation accuracy."""
     x_train, x_val = resize_input(data.x_train, arch.input_size), resize_input(data.x_val, arch.input_size)
     params = list(child.parameters())
     optimizer = torch.optim.SGD(params, lr=settings.lr * 0.2, momentum=0.9, weight_decay=settings.weight_decay)
@@ -336,11 +332,5 @@ def finetune_and_validate(child: nn.Module, arch: Arch, data: SearchData, settin
     child.train()
     for _ in range(settings.finetune_epochs):
         train_epoch(child, params, optimizer, x_train, data.y_train, settings.batch_size, order)
-    average_buffers(child)
-    child.eval()
+    recalibrate_bn(child, x_train[:CALIBRATION_IMAGES])
     return evaluate(child, x_val, data.y_val)
-
-
-def _cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    while True:
-        yield from _batches(n, batch_size, generator)

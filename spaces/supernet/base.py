@@ -1,8 +1,12 @@
 """What both supernets share: fixed stem/head/classifier, op and resolution logits, choice -> arch -> child.
 
-A supernet samples relaxed choices (``sample``), runs them (``forward``), prices
-them (``expected_cost``, ``expected_latency``), and turns its logits into a discrete
-:class:`ArchChoice` (``derive``). The search loop only uses this interface.
+A supernet runs in one of two ways. *Single path* (how searches train):
+``sample_path`` draws one discrete architecture with straight-through gates and
+``forward`` computes only that child, at its resolution, with sliced weights.
+*Relaxed*: ``sample`` draws Gumbel-softmax weights and ``forward`` mixes every
+candidate on one max-width, max-resolution map (FBNetV2 masking), which is also
+what ``expected_cost``/``expected_latency`` price. ``derive`` turns the logits
+into a discrete :class:`ArchChoice`. The search loop only uses this interface.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from spaces.arch import Arch
 from spaces.cost import out_size
 from spaces.modules import ChildNet
 from spaces.space import SKIP, SearchSpace
-from spaces.supernet.gumbel import gumbel_softmax
+from spaces.supernet.gumbel import gumbel_softmax, hard_gumbel
 from spaces.supernet.expected_latency import SpaceLatency
 from spaces.supernet.layers import FixedConvs, copy_leading
-from spaces.supernet.masking import SpatialMasks
+from spaces.supernet.masking import SpatialMasks, resize_input
 
-__all__ = ["ArchChoice", "Supernet"]
+__all__ = ["ArchChoice", "PathSample", "Supernet", "gated"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,32 @@ class ArchChoice:
     cells: tuple[tuple[int, ...], ...]
     widths: tuple[int, ...]
     resolution: int
+
+
+@dataclass
+class PathSample:
+    """One discrete architecture for a single-path step, and its straight-through gates.
+
+    ``op_gates[s][l]`` belongs to layer ``l`` of stage ``s``, ``width_gates[s]`` to
+    ``width_logits_parameters()[s]`` and ``resolution_gate`` to the resolution logits;
+    each is 1 in value (see :func:`spaces.supernet.gumbel.hard_gumbel`). Gates are
+    ``None`` when no gradient should reach the logits (weight steps).
+    """
+
+    choice: ArchChoice
+    op_gates: list[list[torch.Tensor | None]]
+    width_gates: list[torch.Tensor | None]
+    resolution_gate: torch.Tensor | None
+
+    @classmethod
+    def of(cls, choice: ArchChoice) -> PathSample:
+        """A given choice without gates (evaluation of one child)."""
+        return cls(choice, [[None] * len(cells) for cells in choice.cells], [None] * len(choice.widths), None)
+
+
+def gated(x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    """``x * gate``, skipped when there is no gate (its value is 1)."""
+    return x if gate is None else x * gate
 
 
 class Supernet(nn.Module, ABC):
@@ -52,7 +82,15 @@ class Supernet(nn.Module, ABC):
 
     # ---- what each supernet defines ---------------------------------------------------
     @abstractmethod
-    def forward(self, x: torch.Tensor, sample: Any) -> torch.Tensor: ...
+    def forward_relaxed(self, x: torch.Tensor, sample: Any) -> torch.Tensor: ...
+
+    @abstractmethod
+    def forward_path(self, x: torch.Tensor, path: PathSample) -> torch.Tensor:
+        """Only the sampled child's computation, gated; equals :meth:`child`'s output."""
+
+    @abstractmethod
+    def _sample_widths(self, tau: float, generator: torch.Generator | None,
+                       gates: bool) -> tuple[tuple[int, ...], list[torch.Tensor | None]]: ...
 
     @abstractmethod
     def sample(self, tau: float, generator: torch.Generator | None = None) -> Any: ...
@@ -61,7 +99,8 @@ class Supernet(nn.Module, ABC):
     def one_hot(self, choice: ArchChoice) -> Any: ...
 
     @abstractmethod
-    def mean_sample(self) -> Any: ...
+    def mean_sample(self, grad: bool = False) -> Any:
+        """The relaxed sample at the logits' softmax (no noise); differentiable in them with ``grad``."""
 
     @abstractmethod
     def expected_cost(self, sample: Any) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -83,6 +122,29 @@ class Supernet(nn.Module, ABC):
     def _cell_module(self, choice: ArchChoice, stage: int, layer: int) -> nn.Module: ...
 
     # ---- shared -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, sample: Any) -> torch.Tensor:
+        """Single path for a :class:`PathSample`, the relaxed mixture otherwise."""
+        return self.forward_path(x, sample) if isinstance(sample, PathSample) else self.forward_relaxed(x, sample)
+
+    def sample_path(self, tau: float, generator: torch.Generator | None = None, gates: bool = True) -> PathSample:
+        """One architecture drawn from the logits' distribution; with ``gates``, differentiable in them."""
+        ops = [[hard_gumbel(p, tau, generator, gates) for p in stage] for stage in self.stage_op_logits()]
+        widths, width_gates = self._sample_widths(tau, generator, gates)
+        resolution, resolution_gate = hard_gumbel(self.resolution_logits, tau, generator, gates)
+        choice = ArchChoice(cells=tuple(tuple(i for i, _ in stage) for stage in ops), widths=widths,
+                            resolution=resolution)
+        return PathSample(choice, [[g for _, g in stage] for stage in ops], width_gates, resolution_gate)
+
+    def path_stem(self, x: torch.Tensor, path: PathSample) -> tuple[torch.Tensor, SpatialMasks]:
+        """The input at the sampled resolution (gated) through the stem; no spatial masks are needed."""
+        size = self.space.resolutions[path.choice.resolution]
+        spatial = SpatialMasks([size], torch.ones(1))
+        return self.stem(gated(resize_input(x, size), path.resolution_gate), spatial), spatial
+
+    def path_classify(self, x: torch.Tensor, spatial: SpatialMasks) -> torch.Tensor:
+        """Head and classifier on the last stage's output, zero-padded to the widest (exact: zeros add nothing)."""
+        widest = self.space.stages[-1].widths[-1]
+        return self.classify(nn.functional.pad(x, (0, 0, 0, 0, 0, widest - x.shape[1])), spatial)
     def arch_parameters(self) -> list[nn.Parameter]:
         return [*self.op_logits, *self.width_logits_parameters(), self.resolution_logits]
 

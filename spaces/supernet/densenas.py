@@ -18,6 +18,9 @@ probabilities) and the most probable op per layer; op weights are shared by
 the blocks of a stage, so the evidence per cell has the same shape as DMasking's.
 Block widths are fixed (no masks), so with one-hot weights the supernet
 computes exactly the inherited child, and the chained cost is its exact cost.
+
+Searches train it single path: a step draws one route (the head's block, then
+each block's incoming block, back to the stem) and runs only the blocks on it.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from torch import nn
 
 from spaces.cost import out_size
 from spaces.space import SearchSpace
-from spaces.supernet.base import ArchChoice, Supernet
+from spaces.supernet.base import ArchChoice, PathSample, Supernet, gated
 from spaces.supernet.expected_latency import SpaceLatency
-from spaces.supernet.gumbel import gumbel_softmax
+from spaces.supernet.gumbel import gumbel_softmax, hard_gumbel
 from spaces.supernet.layers import SearchLayer
 from spaces.supernet.masking import SpatialMasks
 
@@ -95,11 +98,11 @@ class DenseNASSupernet(Supernet):
                              head_paths=self.hot(len(self.head_logits), choice.widths[-1]),
                              resolution=self.hot(len(self.space.resolutions), choice.resolution))
 
-    def mean_sample(self) -> RoutingSample:
-        paths, head = self._paths()
-        return RoutingSample(ops=[[torch.softmax(p.detach(), 0) for p in stage] for stage in self.stage_op_logits()],
-                             paths=[p.detach() for p in paths], head_paths=head.detach(),
-                             resolution=torch.softmax(self.resolution_logits.detach(), 0))
+    def mean_sample(self, grad: bool = False) -> RoutingSample:
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            paths, head = self._paths()
+            return RoutingSample(ops=[[torch.softmax(p, 0) for p in stage] for stage in self.stage_op_logits()],
+                                 paths=paths, head_paths=head, resolution=torch.softmax(self.resolution_logits, 0))
 
     def _derive_widths(self) -> tuple[int, ...]:
         """Viterbi: the most probable path stem -> one block per stage -> head."""
@@ -136,7 +139,33 @@ class DenseNASSupernet(Supernet):
             return self.align[stage][previous][width].ops[choice.cells[stage][0]]
         return self.blocks[stage][width][layer - 1].ops[choice.cells[stage][layer]]
 
-    def forward(self, x: torch.Tensor, sample: RoutingSample) -> torch.Tensor:
+    def _sample_widths(self, tau: float, generator: torch.Generator | None,
+                       gates: bool) -> tuple[tuple[int, ...], list[torch.Tensor | None]]:
+        """A route drawn back from the head: the last block from the head's weights, then each block's
+        input from its incoming path weights (a column of the path logits)."""
+        block, head_gate = hard_gumbel(self.head_logits, tau, generator, gates)
+        blocks, path_gates = [block], []
+        for logits in reversed(self.path_logits):
+            block, gate = hard_gumbel(logits[:, block], tau, generator, gates)
+            blocks.append(block)
+            path_gates.append(gate)
+        return tuple(reversed(blocks)), [*reversed(path_gates), head_gate]
+
+    def forward_path(self, x: torch.Tensor, path: PathSample) -> torch.Tensor:
+        """The blocks on the sampled route only; each path gate scales the alignment layer it chose."""
+        x, spatial = self.path_stem(x, path)
+        choice, previous = path.choice, 0
+        for s, stage in enumerate(self.space.stages):
+            block, width = choice.widths[s], stage.widths[choice.widths[s]]
+            x = gated(self.align[s][previous][block].run(choice.cells[s][0], x, width), path.op_gates[s][0])
+            if s:
+                x = gated(x, path.width_gates[s - 1])
+            for layer, cell, gate in zip(self.blocks[s][block], choice.cells[s][1:], path.op_gates[s][1:]):
+                x = gated(layer.run(cell, x, width), gate)
+            previous = block
+        return self.path_classify(gated(x, path.width_gates[-1]), spatial)
+
+    def forward_relaxed(self, x: torch.Tensor, sample: RoutingSample) -> torch.Tensor:
         spatial = SpatialMasks(self.space.resolutions, sample.resolution)
         outputs = [self.stem(spatial.mix_input(x), spatial)]
         one = torch.ones(1)

@@ -1,5 +1,9 @@
 """The DMasking supernet: DNAS mixed ops per layer, FBNetV2 masking for widths and resolution.
 
+Searches train it single path: a step runs one sampled child, its widths by
+weight slicing (:mod:`spaces.supernet.slicing`), at its own resolution. The
+relaxed mixture below is how it is priced and how widths relate to each other.
+
 Widths are not separate branches: each stage's layers run at the stage's
 largest width and one mixture of channel masks (``sum_i g_i mask_i``) selects
 the width, so memory and compute stay nearly constant as width options grow.
@@ -19,9 +23,9 @@ from torch import nn
 
 from spaces.cost import out_size
 from spaces.space import SearchSpace
-from spaces.supernet.base import ArchChoice, Supernet
+from spaces.supernet.base import ArchChoice, PathSample, Supernet, gated
 from spaces.supernet.expected_latency import SpaceLatency
-from spaces.supernet.gumbel import gumbel_softmax
+from spaces.supernet.gumbel import gumbel_softmax, hard_gumbel
 from spaces.supernet.layers import SearchLayer, expectation
 from spaces.supernet.masking import SpatialMasks, channel_mask
 
@@ -65,10 +69,11 @@ class DMaskingSupernet(Supernet):
                           widths=[self.hot(len(p), w) for p, w in zip(self.width_logits, choice.widths)],
                           resolution=self.hot(len(self.space.resolutions), choice.resolution))
 
-    def mean_sample(self) -> ArchSample:
-        """The noiseless relaxed sample (softmax of the logits): expected costs are reported at it."""
+    def mean_sample(self, grad: bool = False) -> ArchSample:
+        """The noiseless relaxed sample (softmax of the logits): expected costs are reported at it, and
+        single-path searches penalise them (with ``grad``)."""
         def probs(p: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(p.detach(), 0)
+            return torch.softmax(p if grad else p.detach(), 0)
 
         return ArchSample(ops=[[probs(p) for p in stage] for stage in self.stage_op_logits()],
                           widths=[probs(p) for p in self.width_logits], resolution=probs(self.resolution_logits))
@@ -82,7 +87,25 @@ class DMaskingSupernet(Supernet):
     def _cell_module(self, choice: ArchChoice, stage: int, layer: int) -> nn.Module:
         return self.layers[stage][layer].ops[choice.cells[stage][layer]]
 
-    def forward(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
+    def _sample_widths(self, tau: float, generator: torch.Generator | None,
+                       gates: bool) -> tuple[tuple[int, ...], list[torch.Tensor | None]]:
+        drawn = [hard_gumbel(p, tau, generator, gates) for p in self.width_logits]
+        return tuple(i for i, _ in drawn), [g for _, g in drawn]
+
+    def forward_path(self, x: torch.Tensor, path: PathSample) -> torch.Tensor:
+        """The sampled child: each layer's sampled cell sliced to its stage's sampled width; the width gate
+        scales the stage's first output, each op gate its layer's output."""
+        x, spatial = self.path_stem(x, path)
+        choice = path.choice
+        for s, (stage, layers) in enumerate(zip(self.space.stages, self.layers)):
+            width = stage.widths[choice.widths[s]]
+            for i, layer in enumerate(layers):
+                x = gated(layer.run(choice.cells[s][i], x, width), path.op_gates[s][i])
+                if i == 0:
+                    x = gated(x, path.width_gates[s])
+        return self.path_classify(x, spatial)
+
+    def forward_relaxed(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
         spatial = SpatialMasks(self.space.resolutions, sample.resolution)
         x = self.stem(spatial.mix_input(x), spatial)
         in_weights = torch.ones(1)

@@ -18,6 +18,7 @@ from spaces.modules import MBConv, build_op
 from spaces.ops import ConvOp, MBConvOp
 from spaces.space import SKIP, cell_op
 from spaces.supernet.masking import SpatialMasks, channel_mask
+from spaces.supernet.slicing import sliced_mbconv
 
 __all__ = ["SearchLayer", "FixedConvs", "copy_leading", "expectation"]
 
@@ -34,6 +35,7 @@ class SearchLayer(nn.Module):
                  first: bool) -> None:
         super().__init__()
         self.cells = cells
+        self.in_widths = in_widths
         self.stride = stride
         self.ops = nn.ModuleList(
             nn.Identity() if cell == SKIP else build_op(cell_op(cell, in_widths[-1], out_width, stride, first))
@@ -51,6 +53,13 @@ class SearchLayer(nn.Module):
             out = x if specs is None else _cell_forward(module, specs, x, in_weights, out_mask, spatial)
             total = total + op_weights[k] * out
         return total
+
+    def run(self, cell: int, x: torch.Tensor, out_width: int) -> torch.Tensor:
+        """Only cell ``cell`` on ``x`` (one of the candidate input widths), sliced to ``out_width``."""
+        specs = self.specs[cell]
+        if specs is None:
+            return x
+        return sliced_mbconv(self.ops[cell], specs[self.in_widths.index(x.shape[1])], out_width, x)
 
     def expected_cost(self, op_weights: torch.Tensor, in_weights: torch.Tensor, out_width: torch.Tensor,
                       hw_in: torch.Tensor, hw_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

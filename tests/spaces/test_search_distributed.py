@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spaces.search import SearchData, SearchSettings, search
+from spaces.supernet import slicing
 from spaces.space import SearchSpace
 from tests.spaces.tiny_space import quadrant_data
 
@@ -53,14 +54,16 @@ VARIANTS = ("batch_stats", "fixed_stats")
 
 
 def _fixed_stats_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+    c = x.shape[1]  # the leading channels: single-path steps run sliced widths
+    return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c], False, 0.0,
+                        self.eps)
 
 
 def _outcome(variant: str) -> dict:
     """One search's derived arch, choice and probabilities as JSON-ready data."""
-    patch = (mock.patch.object(nn.BatchNorm2d, "forward", _fixed_stats_forward) if variant == "fixed_stats"
-             else nullcontext())
-    with patch:
+    fixed = variant == "fixed_stats"
+    with (mock.patch.object(nn.BatchNorm2d, "forward", _fixed_stats_forward) if fixed else nullcontext(),
+          mock.patch.object(slicing, "_sliced_batch_norm", _fixed_stats_forward) if fixed else nullcontext()):
         result = search(SPACE, quadrant_data(), SETTINGS)
     return {"arch": result.arch.encode(), "choice": asdict(result.choice), "probabilities": result.probabilities}
 

@@ -1,0 +1,107 @@
+"""Data-parallel training primitives shared by the search, the derivation and retraining.
+
+The same code runs in one process or under ``torch.distributed`` (gloo on CPU,
+as Ray Train runs it): every rank takes its slice of the same seeded global
+batch, gradients are averaged in one all-reduce over a flat buffer (one
+collective per step, not one per parameter tensor), and BN statistics are
+averaged before a model is evaluated or saved.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["average_buffers", "average_gradients", "batches", "cycle", "evaluate", "train_epoch", "world"]
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over ranks in one flat all-reduce.
+
+    Parameters without a gradient (ops a single-path step did not run) are left
+    without one: every rank ran the same sampled path, so the set is the same on all
+    ranks, and the optimiser then skips them as it does in one process.
+    """
+    _, size = world()
+    if size == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_buffers(module: nn.Module) -> None:
+    """Average BN running statistics over ranks: each rank normalised with its own slice of the
+    batch, so without this the ranks' children (and rank 0's checkpoint) would differ."""
+    _, size = world()
+    if size == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer /= size
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """This rank's slice of each global batch of a seeded permutation (last partial batch dropped)."""
+    rank, size = world()
+    order = torch.randperm(n, generator=generator)
+    batch_size = min(batch_size, n)
+    for start in range(0, n - batch_size + 1, batch_size):
+        yield order[start:start + batch_size][rank::size]
+
+
+def cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """:func:`batches` over and over (architecture steps draw val batches as they need them)."""
+    while True:
+        yield from batches(n, batch_size, generator)
+
+
+def train_epoch(model: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter],
+                optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                generator: torch.Generator, before_step: Callable[[], None] | None = None,
+                label_smoothing: float = 0.0) -> float:
+    """One data-parallel epoch of cross-entropy; returns the mean loss of this rank's batches."""
+    losses = []
+    for index in batches(len(x), batch_size, generator):
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x[index]), y[index], label_smoothing=label_smoothing)
+        loss.backward()
+        average_gradients(params)
+        optimizer.step()
+        losses.append(loss.item())
+        if before_step is not None:
+            before_step()
+    return sum(losses) / max(len(losses), 1)
+
+
+@torch.no_grad()
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 512) -> float:
+    """Accuracy over all ranks' shards (each rank evaluates its slice, counts are summed)."""
+    rank, size = world()
+    correct = torch.zeros(2)
+    for start in range(rank * batch_size, len(x), batch_size * size):
+        logits = model(x[start:start + batch_size])
+        correct += torch.tensor([(logits.argmax(1) == y[start:start + batch_size]).sum().item(), len(logits)])
+    if size > 1:
+        dist.all_reduce(correct)
+    return (correct[0] / correct[1].clamp(min=1)).item()
