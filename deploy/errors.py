@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from spaces.errors import UserError
+
 __all__ = ["RegistryError"]
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """A registry request cannot be served: unknown model, version or alias, unreadable input, wrong shape."""

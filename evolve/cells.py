@@ -10,12 +10,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["CellGenes", "KERNELS", "EXPANSIONS", "SE_RATIOS", "ACTIVATIONS", "random_cell", "mutate_cell"]
+__all__ = ["CellGenes", "KERNELS", "EXPANSIONS", "SE_RATIOS", "ACTIVATIONS", "VOCABULARY_SIZE", "random_cell",
+           "mutate_cell"]
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 2, 3, 4, 6)  # 1 = depthwise-separable (no expansion conv)
 SE_RATIOS = (0.0, 0.25)
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish")
+# Distinct cells random_cell can make: the most a layer's population can hold (sampling more never ends).
+VOCABULARY_SIZE = len(KERNELS) * len(EXPANSIONS) * len(SE_RATIOS) * len(ACTIVATIONS)
 
 
 @dataclass(frozen=True)

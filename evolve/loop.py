@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from evolve.cells import mutate_cell, random_cell
+from evolve.cells import VOCABULARY_SIZE, mutate_cell, random_cell
 from evolve.fitness import average_evidence, cell_evidence, moving_average, result_cost, space_reward
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
@@ -51,6 +51,11 @@ class EvolutionSettings:
     metric: str = "madds"
     target: float = 5e6
     reward_exponent: float = -0.07
+
+    def __post_init__(self) -> None:
+        if self.population_per_layer > VOCABULARY_SIZE:
+            raise ValueError(f"population_per_layer={self.population_per_layer} exceeds the {VOCABULARY_SIZE} "
+                             "distinct cells the vocabulary (evolve/cells.py) can make")
 
 
 @dataclass

@@ -15,6 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evolve.cells import VOCABULARY_SIZE
+from spaces.errors import UserError, cut
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -32,12 +35,13 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """The configuration is invalid; the message lists every bad field."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf/nan would pass every bound (gt=0 holds for inf) and break the arithmetic far from the config.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -102,7 +106,8 @@ class EvolutionConfig(_Section):
 
     generations: int = Field(3, ge=1)
     spaces_per_generation: int = Field(4, ge=1, description="candidate spaces sampled per generation (Tune trials)")
-    population_per_layer: int = Field(8, ge=2, description="cells kept in each layer's population")
+    population_per_layer: int = Field(8, ge=2, le=VOCABULARY_SIZE, description="cells kept in each layer's "
+                                      f"population; at most the {VOCABULARY_SIZE} distinct cells of the vocabulary")
     cells_per_layer: int = Field(3, ge=1, description="K: cells each candidate space offers per layer")
     tournament_size: int = Field(3, ge=1)
     elite: int = Field(1, ge=0, description="best spaces carried over unchanged")
@@ -203,7 +208,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             message = "unknown field; check the spelling against configs/example.yaml"
-        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "model_type") and "input" in e else ""
+        got = f" (got {cut(repr(e['input']))})" if e["type"] not in ("missing", "model_type") and "input" in e else ""
         if isinstance(e.get("input"), dict):
             got = ""
         lines.append(f"  {field}: {message}{got}")
@@ -223,7 +228,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "not valid YAML"
+            raise ConfigError(f"--set {cut(item)}: the value is not valid YAML ({problem}); quote it or fix "
+                              "the brackets") from None
     return result
 
 
@@ -250,8 +260,10 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read ({cut(str(err))})") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {cut(str(err))}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
         raw = _relative_to(raw, Path(path).parent)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from spaces.errors import UserError
+
 __all__ = [
     "ACTIVATIONS",
     "GATES",
@@ -26,7 +28,7 @@ ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "none")
 GATES = ("sigmoid", "hsigmoid")
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """An architecture or op spec is invalid; the message names the bad part."""
 
 

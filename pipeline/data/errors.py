@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from spaces.errors import UserError
+
 __all__ = ["DataError"]
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data or a bad data file.
 
     Messages are written for the person who supplied the data: they name the

@@ -148,3 +148,13 @@ def test_corrupt_state_is_reported(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="expected 'autospace-evolution/1'"):
         Evolution.load(path)
+
+
+def test_a_population_larger_than_the_vocabulary_is_refused_not_sampled_forever() -> None:
+    from evolve.cells import EXPANSIONS, KERNELS, SE_RATIOS, VOCABULARY_SIZE, ACTIVATIONS
+
+    assert VOCABULARY_SIZE == len({CellGenes(k, e, se, a).cell for k in KERNELS for e in EXPANSIONS
+                                   for se in SE_RATIOS for a in ACTIVATIONS}) == 120
+    EvolutionSettings(population_per_layer=VOCABULARY_SIZE)
+    with pytest.raises(ValueError, match="population_per_layer=121 exceeds the 120 distinct cells"):
+        EvolutionSettings(population_per_layer=VOCABULARY_SIZE + 1)

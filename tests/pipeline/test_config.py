@@ -85,3 +85,20 @@ def test_missing_file_and_malformed_override(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="section.field=value"):
         load_config(None, ["search.epochs"])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("evolution.population_per_layer=121", "evolution.population_per_layer: Input should be less than or equal to 120"),
+    ("budget.target=.inf", "budget.target: Input should be a finite number"),
+    ("search.lr=.nan", "search.lr: Input should be a finite number"),
+    ("search.epochs=[1", "--set search.epochs=[1: the value is not valid YAML"),
+])
+def test_values_no_run_can_use_are_config_errors(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_every_config_error_is_a_user_error() -> None:
+    from spaces.errors import UserError
+
+    assert issubclass(ConfigError, UserError)
