@@ -33,22 +33,25 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import RayTaskError
 
 from evolve.fitness import COST_KEYS, result_cost, space_reward
 from deploy.pipeline import deploy_run
+from evolve.genome import Reference
 from evolve.loop import Evolution, EvolutionSettings
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.latency_table import predict_latency, table_file
 from pipeline.ray_eval import ensure_ray, evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
-from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, write_json
+from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, resume_run_dir, write_json
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
+from spaces.errors import UserError
 from spaces.reference import reference_arch
 from spaces.space import SearchSpace
 
-__all__ = ["EvolutionRunner", "evolution_settings", "run_pipeline"]
+__all__ = ["EvolutionRunner", "check_new_run", "evolution_settings", "run_pipeline"]
 
 
 def evolution_settings(config: Config) -> EvolutionSettings:
@@ -176,17 +179,49 @@ def _reward(point: dict[str, Any], config: Config) -> float:
                         config.budget.reward_exponent)
 
 
+def check_new_run(config: Config) -> None:
+    """Everything a new run's actor would only find out later: data, space, reference, evolution settings.
+
+    Runs before the run directory is written and before Ray starts, so bad input
+    leaves nothing behind.
+    """
+    _, info = dataset_info(config)
+    template = load_space(config, info)
+    try:
+        Reference.locate(_reference(config, template), template)
+    except ValueError as err:
+        raise ConfigError(f"space.reference does not fit the search space: {err}") from None
+
+
 def run_pipeline(config: Config, resume: bool = False, poll_seconds: float = 2.0,
                  on_status: Any = None) -> dict[str, Any]:
-    """Start (or resume) the run's actor and wait for its summary, polling status for progress."""
-    config = prepare_run_dir(config, resume)
-    dataset_info(config)  # import the default data set here, once, before any worker needs it
+    """Start (or resume) the run's actor and wait for its summary, polling status for progress.
+
+    With ``resume``, ``config.out_dir`` names the run directory and the rest of the
+    config is the one saved there.
+    """
+    if resume:
+        config = resume_run_dir(config.out_dir)
+    else:
+        check_new_run(config)  # also imports the default data set, once, before any worker needs it
+        config = prepare_run_dir(config)
+    dataset_info(config)
     ensure_ray(config)
     runner = EvolutionRunner.remote(config.model_dump(mode="json"))
     done = runner.run.remote()
     while True:
         ready, _ = ray.wait([done], timeout=poll_seconds)
         if ready:
-            return ray.get(done)
+            return _result(done)
         if on_status is not None:
             on_status(read_status(config.out_dir))
+
+
+def _result(ref: ray.ObjectRef) -> dict[str, Any]:
+    """The actor's return value; a user error raised inside it comes out as itself, not wrapped in Ray's trace."""
+    try:
+        return ray.get(ref)
+    except RayTaskError as err:
+        if isinstance(err.cause, UserError):
+            raise err.cause from None
+        raise

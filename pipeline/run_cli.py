@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, load_config
 from pipeline.data.cli import format_summary
 from pipeline.latency_table import measure_spaces, table_file
-from pipeline.run_dir import read_status
+from pipeline.run_dir import check_out_dir, read_run_config, read_status
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table, human
 from spaces.search import SearchResult, search
@@ -57,10 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config file with ``--set``, ``--out`` (and ``--space``) applied, validated."""
-    overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
+    config = load_config(args.config, list(args.overrides))
+    # Paths from the command line are taken as given, not parsed as YAML like --set values.
     if getattr(args, "space", None):
-        overrides.append(f"space.file={args.space}")
-    return load_config(args.config, overrides)
+        config = config.model_copy(update={"space": config.space.model_copy(update={"file": args.space})})
+    if args.out:
+        config = config.model_copy(update={"out_dir": args.out})
+    check_out_dir(config.out_dir)
+    return config
 
 
 def run_search(config: Config, show_progress: bool = True) -> SearchResult:
@@ -168,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resume(args: argparse.Namespace) -> int:
-    config = load_config(None, [f"out_dir={args.out}"])
+    config = read_run_config(args.out)  # the run's own config: its generations size the progress bar
     summary = _follow(config, resume_run=True)
     _print_summary(summary, args.out)
     return 0
@@ -196,8 +200,7 @@ def schedule(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    if not (args.out / "config.yaml").exists():
-        raise ConfigError(f"{args.out} is not a run directory (no config.yaml)")
+    config = read_run_config(args.out)
     info = read_status(args.out)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -205,6 +208,6 @@ def status(args: argparse.Namespace) -> int:
     live = info["status"]
     print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "champion"],
                        [[str(args.out), "finished" if info["finished"] else live.get("phase", "not started"),
-                         f"{info['generations_done']}/{live.get('generations', '?')}", live.get("running_trials", 0),
+                         f"{info['generations_done']}/{live.get('generations', config.evolution.generations)}", live.get("running_trials", 0),
                          _fmt(info["best_fitness"]), info["champion"] or "-"]]))
     return 0

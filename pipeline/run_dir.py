@@ -12,9 +12,12 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.relocate import relocate_run
+from spaces.errors import cut
 
-__all__ = ["RunPaths", "prepare_run_dir", "read_status", "write_json"]
+__all__ = ["RunPaths", "check_out_dir", "check_resumable", "prepare_run_dir", "read_run_config", "read_status",
+           "resume_run_dir", "write_json"]
 
 
 class RunPaths:
@@ -42,12 +45,38 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path, kind: type, fix: str) -> Any:
+    """A run-directory JSON file of the expected top-level type; a ConfigError naming it and the fix otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} cannot be read ({cut(str(err))}); {fix}") from None
+    if not isinstance(data, kind):
+        raise ConfigError(f"{path} holds a {type(data).__name__} where the run writes a {kind.__name__}; {fix}")
+    return data
+
+
+_STATUS_FIX = "delete it (the run rewrites it)"
+_STATE_FIX = "restore it from a copy of the run, or start over with `autospace run --out NEW_DIR`"
+_SUMMARY_FIX = "delete it to redo the final search on resume"
+_RUN_FIX = "restore it, or delete it to track the resumed run as a new MLflow run"
+
+
+def _history(state: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    history = state.get("history")
+    if not isinstance(history, list) or not all(isinstance(h, dict) and "best_reward" in h and "champion" in h
+                                                and (h["best_reward"] is None
+                                                     or isinstance(h["best_reward"], (int, float)))
+                                                for h in history):
+        raise ConfigError(f"{path} has no valid generation history (a list of generation reports); {_STATE_FIX}")
+    return history
+
+
 def read_status(out_dir: Path) -> dict[str, Any]:
     """What ``autospace status`` shows: the saved state's progress and the live status file."""
     paths = RunPaths(out_dir)
-    status = json.loads(paths.status.read_text()) if paths.status.exists() else {}
-    state = json.loads(paths.state.read_text()) if paths.state.exists() else None
-    history = state["history"] if state else []
+    status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
+    history = _history(_read_json(paths.state, dict, _STATE_FIX), paths.state) if paths.state.exists() else []
     return {
         "status": status,
         "generations_done": len(history),
@@ -55,6 +84,47 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "champion": history[-1]["champion"] if history else None,
         "finished": status.get("phase") == "done",
     }
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """A run directory must be a directory (or not exist yet)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out_dir {out_dir} is a file, not a directory; choose another --out")
+
+
+def _saved_config(paths: RunPaths) -> Config:
+    if not paths.root.is_dir() or not paths.config.is_file():
+        raise ConfigError(f"{paths.root} is not a run directory (no config.yaml); start it with autospace run")
+    return load_config(paths.config)
+
+
+def read_run_config(out_dir: Path) -> Config:
+    """The config a run directory was started with, rooted at the directory itself (which may have moved)."""
+    paths = RunPaths(out_dir)
+    return _saved_config(paths).model_copy(update={"out_dir": paths.root.resolve()})
+
+
+def check_resumable(paths: RunPaths) -> None:
+    """Every file resume will read is readable and of the right shape, checked before anything starts."""
+    from evolve.loop import Evolution  # the state's own reader is its validation
+
+    read_status(paths.root)
+    if paths.run.exists():
+        run = _read_json(paths.run, dict, _RUN_FIX)
+        if not isinstance(run.get("parent_run_id"), (str, type(None))):
+            raise ConfigError(f"{paths.run}: parent_run_id must be an MLflow run id; {_RUN_FIX}")
+    if paths.summary.exists():
+        summary = _read_json(paths.summary, dict, _SUMMARY_FIX)
+        shapes = {"best": dict, "pareto_front": list, "generations": list, "mlflow": dict}
+        wrong = [key for key, kind in shapes.items() if not isinstance(summary.get(key), kind)]
+        if wrong:
+            raise ConfigError(f"{paths.summary} lacks valid {', '.join(wrong)}; {_SUMMARY_FIX}")
+    elif paths.state.exists():
+        try:
+            Evolution.from_dict(_read_json(paths.state, dict, _STATE_FIX))
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+            raise ConfigError(f"{paths.state} is not a valid evolution state ({cut(str(err))}); {_STATE_FIX}") \
+                from None
 
 
 def _absolute(config: Config) -> Config:
@@ -65,19 +135,32 @@ def _absolute(config: Config) -> Config:
     return config.model_copy(update={"out_dir": config.out_dir.resolve(), "data": data, "space": space})
 
 
-def prepare_run_dir(config: Config, resume: bool) -> Config:
-    """A new run writes its config; a resumed one reads it back (the CLI may not change it)."""
+def _write_config(paths: RunPaths, config: Config) -> None:
+    tmp = paths.config.with_name(f"{paths.config.name}.tmp{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    os.replace(tmp, paths.config)
+
+
+def resume_run_dir(out_dir: Path) -> Config:
+    """The run in ``out_dir``, checked and made its own if it was copied or moved (never the original's)."""
+    paths = RunPaths(Path(out_dir).resolve())
+    saved = _saved_config(paths)
+    check_resumable(paths)
+    config = _absolute(saved.model_copy(update={"out_dir": paths.root}))
+    if saved.out_dir.expanduser().resolve() != paths.root:
+        relocate_run(paths.root, saved.out_dir.expanduser().resolve())
+        _write_config(paths, config)
+    return config
+
+
+def prepare_run_dir(config: Config) -> Config:
+    """A new run's directory: refused if it holds a run already; the validated config is written into it."""
     config = _absolute(config)
     paths = RunPaths(config.out_dir)
-    if resume:
-        if not paths.config.exists():
-            raise ConfigError(f"{paths.root} is not a run directory (no config.yaml); start it with autospace run")
-        return _absolute(Config.model_validate(yaml.safe_load(paths.config.read_text())))
+    check_out_dir(paths.root)
     if paths.state.exists() or paths.summary.exists():
         raise ConfigError(f"{paths.root} already holds a run; continue it with `autospace resume {paths.root}` "
                           "or choose another --out")
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    _write_config(paths, config)
     return config
-
-

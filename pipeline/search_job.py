@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.config import Config, ConfigError
 from pipeline.data import DatasetInfo, default_dataset, load_dataset, read_info
+from spaces.ops import SpecError
 from spaces.search import SearchData, SearchSettings
 from spaces.space import SearchSpace, default_space
 
@@ -27,13 +28,26 @@ def resolve_dataset(config: Config) -> Path:
 def load_space(config: Config, info: DatasetInfo) -> SearchSpace:
     """The configured (or default) space for this data set: its channels, classes, and the
     candidate resolutions that do not exceed the images' size (else the images' size)."""
-    space = SearchSpace.load(config.space.file) if config.space.file else default_space()
+    space = _configured_space(config.space.file)
     channels, height, width = info.shape
     if height != width:
         raise ConfigError(f"images of {height}x{width} are not square; the search needs square images "
                           "(re-import them resized)")
     fitting = tuple(r for r in space.resolutions if r <= height) or (height,)
     return space.adapted(in_channels=channels, num_classes=info.num_classes, resolutions=fitting)
+
+
+def _configured_space(path: Path | None) -> SearchSpace:
+    """The space file ``space.file`` names (errors say which field pointed there), or the default."""
+    if path is None:
+        return default_space()
+    if not path.is_file():
+        raise ConfigError(f"space.file {path} does not exist or is not a file; point it at a search-space "
+                          "YAML/JSON (see configs/example.yaml)")
+    try:
+        return SearchSpace.load(path)
+    except SpecError as err:
+        raise ConfigError(f"space.file: {err}") from None
 
 
 def load_search_data(config: Config, path: Path) -> SearchData:
