@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.tables import format_table, human
 from spaces.arch import Arch
 from spaces.cost import arch_cost, layer_costs
+from spaces.errors import cut
 from spaces.interchange import NamedArch, load_interchange
 from spaces.ops import SpecError
 
@@ -28,23 +29,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_cost)
 
 
+# The published models file is 46 kB; a bound keeps a stray 50 MB file from costing minutes and gigabytes.
+MAX_FILE_BYTES = 1_000_000
+
+
 def read_archs(source: str) -> list[NamedArch]:
     """Architectures from any of the accepted forms; SpecError names what is wrong."""
     path = Path(source)
     if not path.is_file():
         if "stages=" in source:
             return [NamedArch("arch", Arch.parse(source))]
-        raise SpecError(f"{source!r} is neither a file nor an arch string (arch strings contain 'stages=')")
-    text = path.read_text()
-    if not text.lstrip().startswith("{"):
+        raise SpecError(f"{cut(repr(source))} is neither a file nor an arch string (arch strings contain 'stages=')")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise SpecError(f"{path} is {path.stat().st_size:,} bytes; an architecture file is at most "
+                        f"{MAX_FILE_BYTES:,} (is it the right file?)")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise SpecError(f"{path} is not a text file; give an arch string, a .txt holding one, or an arch JSON") \
+            from None
+    if path.suffix != ".json" and not text.lstrip().startswith(("{", "[")):
         return [NamedArch(path.stem, Arch.parse(text.strip()))]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SpecError(f"{path} is not valid JSON: {err}") from None
-    if data.get("format") == "autospace-arch-string/1":
-        return [NamedArch(path.stem, Arch.from_dict(data))]
-    return load_interchange(data)
+    if not isinstance(data, dict):
+        raise SpecError(f"{path} holds a JSON {type(data).__name__}; an architecture file is a mapping "
+                        "(autospace-arch/1 or autospace-arch-string/1)")
+    try:
+        if data.get("format") == "autospace-arch-string/1":
+            return [NamedArch(path.stem, Arch.from_dict(data))]
+        return load_interchange(data)
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
 
 
 def _deviation(computed: int, published: Any) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from spaces.encoding import decode_ops, encode_ops
+from spaces.errors import cut
 from spaces.ops import ConvOp, Op, SpecError
 
 __all__ = ["Arch"]
@@ -39,7 +40,7 @@ class Arch:
         for name, value in (("input_size", self.input_size), ("in_channels", self.in_channels),
                             ("num_classes", self.num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SpecError(f"{name}={value!r} must be a positive integer")
+                raise SpecError(f"{name}={cut(repr(value))} must be a positive integer")
         if any(not stage for stage in self.stages):
             raise SpecError("every stage needs at least one block (an empty stage cannot be written as a string)")
         channels = self.in_channels
@@ -105,7 +106,8 @@ class Arch:
         for part in text.split():
             key, sep, value = part.partition("=")
             if not sep or key not in _SECTIONS:
-                raise SpecError(f"bad section {part!r}; an arch string has {', '.join(k + '=' for k in _SECTIONS)}")
+                raise SpecError(f"bad section {cut(repr(part))}; an arch string has "
+                                f"{', '.join(k + '=' for k in _SECTIONS)}")
             if key in fields:
                 raise SpecError(f"section {key}= appears twice")
             fields[key] = value
@@ -113,10 +115,14 @@ class Arch:
         if missing:
             raise SpecError(f"arch string lacks {', '.join(k + '=' for k in missing)}")
         split = lambda value, sep: [v for v in value.split(sep) if v]  # noqa: E731
+        stages = fields["stages"].split("|") if fields["stages"] else []
+        for i, stage in enumerate(stages):
+            if not split(stage, ","):
+                raise SpecError(f"stage {i} of stages= is empty; every stage needs at least one block")
         return cls.from_sections({
             "input": fields["input"],
             "stem": split(fields.get("stem", ""), ","),
-            "stages": [split(stage, ",") for stage in split(fields["stages"], "|")],
+            "stages": [split(stage, ",") for stage in stages],
             "head": split(fields.get("head", ""), ","),
             "classes": fields["classes"],
         })
@@ -125,17 +131,20 @@ class Arch:
     def from_sections(cls, sections: dict[str, Any]) -> Arch:
         in_channels, size = _parse_input(str(sections["input"]))
         if in_channels < 1 or size < 1:
-            raise SpecError(f"input={sections['input']!r}: channels and size must be positive")
+            raise SpecError(f"input={cut(repr(sections['input']))}: channels and size must be positive")
         try:
             classes = int(sections["classes"])
         except (TypeError, ValueError):
-            raise SpecError(f"classes={sections['classes']!r} must be a positive integer") from None
-        stem, channels = _decode_list(sections.get("stem", []), in_channels)
+            raise SpecError(f"classes={cut(repr(sections['classes']))} must be a positive integer") from None
+        stem, channels = _decode_list(_strings("stem", sections.get("stem", [])), in_channels)
+        if not isinstance(sections["stages"], (list, tuple)):
+            raise SpecError(f"stages={cut(repr(sections['stages']))} must be a list of stages, each a list of op "
+                            "strings")
         stages = []
-        for stage_strings in sections["stages"]:
-            stage, channels = _decode_list(stage_strings, channels)
+        for i, stage_strings in enumerate(sections["stages"]):
+            stage, channels = _decode_list(_strings(f"stage {i}", stage_strings), channels)
             stages.append(tuple(stage))
-        head, channels = _decode_list(sections.get("head", []), channels)
+        head, channels = _decode_list(_strings("head", sections.get("head", [])), channels)
         for where, ops in (("stem", stem), ("head", head)):
             if any(not isinstance(op, ConvOp) for op in ops):
                 raise SpecError(f"{where} may hold only cn_ convs")
@@ -148,7 +157,7 @@ class Arch:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arch:
         if data.get("format") != "autospace-arch-string/1":
-            raise SpecError(f"format={data.get('format')!r}; expected 'autospace-arch-string/1'")
+            raise SpecError(f"format={cut(repr(data.get('format')))}; expected 'autospace-arch-string/1'")
         missing = [k for k in ("input", "stages", "classes") if k not in data]
         if missing:
             raise SpecError(f"arch JSON lacks keys {', '.join(missing)}")
@@ -165,8 +174,15 @@ class Arch:
 def _parse_input(value: str) -> tuple[int, int]:
     channels, sep, size = value.partition("x")
     if not sep or not channels.isdigit() or not size.isdigit():
-        raise SpecError(f"input={value!r} must be CHANNELSxSIZE, e.g. input=1x28")
+        raise SpecError(f"input={cut(repr(value))} must be CHANNELSxSIZE, e.g. input=1x28")
     return int(channels), int(size)
+
+
+def _strings(where: str, value: Any) -> list[str]:
+    """A section of the JSON form: a list of op strings (a bare string would be read letter by letter)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"{where}={cut(repr(value))} must be a list of op strings")
+    return list(value)
 
 
 def _decode_list(strings: list[str], channels: int) -> tuple[list[Op], int]:

@@ -11,7 +11,7 @@ Block types
     ``skip``  identity (``c`` may be given but must equal the input channels)
 
 Tokens (defaults in brackets)
-    ``r<n>``  repeat n times, the first with the given stride, the rest stride 1 [1]
+    ``r<n>``  repeat n times (at most 100), the first with the given stride, the rest stride 1 [1]
     ``k<n>``  kernel [3]                 ``s<n>``  stride [1]
     ``c<n>``  out channels (required)    ``e<x>``  expansion, mid = round(cin*x)
     ``m<n>``  explicit mid channels      ``g<n>``  conv groups [1]
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 
+from spaces.errors import cut
 from spaces.ops import ACTIVATIONS, ConvOp, MBConvOp, Op, SEOp, SkipOp, SpecError
 
 __all__ = ["decode_op", "decode_ops", "encode_op", "encode_ops", "BLOCK_TYPES"]
@@ -37,6 +38,8 @@ _ACT_NAMES = {v: k for k, v in _ACT_TOKENS.items()}
 _FLAGS = ("b", "nobn", "pool", "nores", "hsig")
 # Longer prefixes first so that "se0.25" is not read as stride "e0.25".
 _PREFIXES = ("se", "sr", "sa", "pg", "lg", "r", "k", "s", "c", "e", "m", "g")
+# Mobile networks repeat a block a handful of times; a bound keeps r1000000000 from building a billion ops.
+MAX_REPEATS = 100
 _INT = re.compile(r"^\d+$")
 _NUM = re.compile(r"^\d+(\.\d+)?$")
 _ALLOWED = {
@@ -47,18 +50,23 @@ _ALLOWED = {
 }
 
 
+def _quoted(text: str) -> str:
+    """An op string as echoed in errors: quoted, and cut if it is absurdly long."""
+    return repr(cut(text))
+
+
 def _parse_tokens(text: str) -> tuple[str, dict[str, str]]:
     parts = text.strip().split("_")
     kind = parts[0]
     if kind not in BLOCK_TYPES:
-        raise SpecError(f"unknown block type {kind!r} in {text!r}; use one of {', '.join(BLOCK_TYPES)}")
+        raise SpecError(f"unknown block type {_quoted(kind)} in {_quoted(text)}; use one of {', '.join(BLOCK_TYPES)}")
     tokens: dict[str, str] = {}
     for token in parts[1:]:
         key = _token_key(token, text)
         if key in tokens:
-            raise SpecError(f"token {token!r} repeats a setting in {text!r}")
+            raise SpecError(f"token {_quoted(token)} repeats a setting in {_quoted(text)}")
         if key not in _ALLOWED[kind]:
-            raise SpecError(f"token {token!r} does not apply to a {kind!r} block in {text!r}")
+            raise SpecError(f"token {_quoted(token)} does not apply to a {_quoted(kind)} block in {_quoted(text)}")
         tokens[key] = token
     return kind, tokens
 
@@ -77,17 +85,22 @@ def _token_key(token: str, text: str) -> str:
                 return prefix
             if _INT.match(value) and prefix != "sa":
                 return prefix
-    raise SpecError(f"bad token {token!r} in {text!r}; see spaces.encoding for the grammar")
+    raise SpecError(f"bad token {_quoted(token)} in {_quoted(text)}; see spaces.encoding for the grammar")
 
 
 def _int(tokens: dict[str, str], key: str, default: int | None = None) -> int | None:
-    return int(tokens[key][len(key):]) if key in tokens else default
+    if key not in tokens:
+        return default
+    digits = tokens[key][len(key):]
+    if len(digits) > 9:  # no layer has a billion channels; int() of a huge digit string is slow or refused
+        raise SpecError(f"{cut(tokens[key], 20)!r}: the number is too large")
+    return int(digits)
 
 
 def _required_int(tokens: dict[str, str], key: str, text: str, what: str) -> int:
     value = _int(tokens, key)
     if value is None:
-        raise SpecError(f"{text!r} needs {key}<n> ({what})")
+        raise SpecError(f"{_quoted(text)} needs {key}<n> ({what})")
     return value
 
 
@@ -95,8 +108,9 @@ def decode_ops(text: str, cin: int) -> list[Op]:
     """Decode one op string (which may repeat, ``r<n>``) given its input channels."""
     kind, tokens = _parse_tokens(text)
     repeats = _int(tokens, "r", 1)
-    if repeats < 1:
-        raise SpecError(f"repeat r{repeats} in {text!r} must be at least 1")
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise SpecError(f"repeat r{cut(str(repeats), 20)} in {_quoted(text)} must be at least 1 and at most "
+                        f"{MAX_REPEATS}")
     ops: list[Op] = []
     for i in range(repeats):
         op = _decode_one(kind, tokens, text, cin, first=(i == 0))
@@ -109,7 +123,7 @@ def decode_op(text: str, cin: int) -> Op:
     """Decode an op string that stands for exactly one op."""
     ops = decode_ops(text, cin)
     if len(ops) != 1:
-        raise SpecError(f"{text!r} stands for {len(ops)} ops where one is expected (drop the r token)")
+        raise SpecError(f"{_quoted(text)} stands for {len(ops)} ops where one is expected (drop the r token)")
     return ops[0]
 
 
@@ -117,9 +131,9 @@ def _decode_one(kind: str, tokens: dict[str, str], text: str, cin: int, first: b
     try:
         return _build_op(kind, tokens, text, cin, first)
     except SpecError as err:
-        if text in str(err):
+        if _quoted(text) in str(err):
             raise
-        raise SpecError(f"in {text!r}: {err}") from None
+        raise SpecError(f"in {_quoted(text)}: {err}") from None
 
 
 def _build_op(kind: str, tokens: dict[str, str], text: str, cin: int, first: bool) -> Op:
@@ -149,14 +163,16 @@ def _mid_channels(kind: str, tokens: dict[str, str], text: str, cin: int) -> int
     if kind == "ds":
         return cin
     if "m" in tokens and "e" in tokens:
-        raise SpecError(f"{text!r} gives both e and m: keep one")
+        raise SpecError(f"{_quoted(text)} gives both e and m: keep one")
     if "m" in tokens:
         return _int(tokens, "m")
     if "e" not in tokens:
-        raise SpecError(f"{text!r} needs e<ratio> or m<mid channels> (an ir block expands)")
+        raise SpecError(f"{_quoted(text)} needs e<ratio> or m<mid channels> (an ir block expands)")
     ratio = float(tokens["e"][1:])
     if ratio <= 0:
-        raise SpecError(f"expansion {tokens['e']!r} in {text!r} must be positive")
+        raise SpecError(f"expansion {_quoted(tokens['e'])} in {_quoted(text)} must be positive")
+    if ratio > 1000:  # also keeps round(cin * ratio) finite
+        raise SpecError(f"expansion {_quoted(tokens['e'])} in {_quoted(text)} is absurd; at most e1000")
     return max(1, round(cin * ratio))
 
 
@@ -173,7 +189,7 @@ def _se(tokens: dict[str, str], mid: int) -> SEOp | None:
     else:
         ratio = float(tokens["se"][2:])
         if not 0 < ratio <= 1:
-            raise SpecError(f"SE ratio {tokens['se']!r} must be in (0, 1]")
+            raise SpecError(f"SE ratio {_quoted(tokens['se'])} must be in (0, 1]")
         reduced = max(1, int(mid * ratio))
     act = _ACT_TOKENS[tokens["sa"][2:]] if "sa" in tokens else "relu"
     return SEOp(reduced=reduced, act=act, gate="hsigmoid" if "hsig" in tokens else "sigmoid")

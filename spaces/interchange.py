@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spaces.arch import Arch
+from spaces.errors import cut
 from spaces.ops import ConvOp, MBConvOp, Op, SEOp, SkipOp, SpecError
 
 __all__ = ["FORMAT", "NamedArch", "load_interchange", "arch_from_model", "arch_to_model", "reference_models"]
@@ -80,8 +81,14 @@ def _block(layer: dict[str, Any], where: str) -> Op:
 
 def arch_from_model(model: dict[str, Any]) -> NamedArch:
     """One model entry of the interchange format as a ``NamedArch``."""
-    name = model.get("name", "unnamed")
+    if not isinstance(model, dict):
+        raise SpecError(f"a model entry is a mapping with name, input_size, stem, blocks; got {cut(repr(model))}")
+    name = cut(str(model.get("name", "unnamed")))
     try:
+        for key, kind in (("stem", dict), ("blocks", list), ("head", list), ("classifier", dict), ("published", dict),
+                          ("reference_count", dict)):
+            if model.get(key) is not None and not isinstance(model[key], kind):
+                raise SpecError(f"{key}={cut(repr(model[key]))} must be a {'mapping' if kind is dict else 'list'}")
         blocks = [_block(b, f"{name} block {i}") for i, b in enumerate(_get(model, "blocks", name))]
         stages: list[list[Op]] = []
         for op in blocks:
@@ -97,8 +104,8 @@ def arch_from_model(model: dict[str, Any]) -> NamedArch:
         if classifier and (classifier.get("cin") != arch.feature_channels or classifier.get("cout") != classes):
             raise SpecError(f"{name}: classifier {classifier.get('cin')}->{classifier.get('cout')} does not match "
                             f"features {arch.feature_channels} -> num_classes {classes}")
-    except (TypeError, KeyError) as err:
-        raise SpecError(f"{name}: malformed layer ({err})") from None
+    except (TypeError, KeyError, AttributeError) as err:
+        raise SpecError(f"{name}: malformed layer ({cut(str(err))})") from None
     except SpecError as err:
         if str(err).startswith(name):
             raise
@@ -137,10 +144,15 @@ def load_interchange(data: dict[str, Any] | str | Path) -> list[NamedArch]:
         data = data.read_text()
     if isinstance(data, str):
         data = json.loads(data)
+    if not isinstance(data, dict):
+        raise SpecError(f"an interchange document is a mapping, not {type(data).__name__}")
     if "models" in data:
         if data.get("format") != FORMAT:
-            raise SpecError(f"format={data.get('format')!r}; this reader understands {FORMAT!r}")
-        return [arch_from_model(m) for m in data["models"]]
+            raise SpecError(f"format={cut(repr(data.get('format')))}; this reader understands {FORMAT!r}")
+        models = data["models"]
+        if not isinstance(models, list):
+            raise SpecError(f"models={cut(repr(models))} must be a list of model mappings")
+        return [arch_from_model(m) for m in models]
     return [arch_from_model(data)]
 
 

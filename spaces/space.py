@@ -23,6 +23,7 @@ import yaml
 
 from spaces.arch import Arch
 from spaces.encoding import decode_op, encode_op
+from spaces.errors import cut
 from spaces.ops import ConvOp, MBConvOp, Op, SkipOp, SpecError
 
 __all__ = ["SKIP", "StageSpace", "SearchSpace", "cell_of", "cell_op", "default_space"]
@@ -84,6 +85,9 @@ class StageSpace:
     def __post_init__(self) -> None:
         if not self.layers:
             raise SpecError("a stage needs at least one layer")
+        _check_ints("widths", self.widths)
+        _check_ints("stride", (self.stride,))
+        _check_ints("min_depth", (self.min_depth,))
         if not self.widths or sorted(set(self.widths)) != list(self.widths) or self.widths[0] < 1:
             raise SpecError(f"widths={list(self.widths)} must be positive, distinct and increasing")
         if self.stride not in (1, 2):
@@ -91,6 +95,8 @@ class StageSpace:
         if not 1 <= self.min_depth <= len(self.layers):
             raise SpecError(f"min_depth={self.min_depth} must be between 1 and the {len(self.layers)} layers")
         for i, cells in enumerate(self.layers):
+            if not all(isinstance(cell, str) for cell in cells):
+                raise SpecError(f"layer {i}: cells {list(cells)} must be op strings such as ir_k3_e3")
             if not cells or len(set(cells)) != len(cells):
                 raise SpecError(f"layer {i}: cells {list(cells)} must be non-empty and distinct")
             for cell in cells:
@@ -150,6 +156,12 @@ class SearchSpace:
     name: str = "space"
 
     def __post_init__(self) -> None:
+        _check_ints("resolutions", self.resolutions)
+        _check_ints("in_channels", (self.in_channels,))
+        _check_ints("num_classes", (self.num_classes,))
+        for where, convs in (("stem", self.stem), ("head", self.head)):
+            if not all(isinstance(conv, str) for conv in convs):
+                raise SpecError(f"{where}={list(convs)} must be a list of op strings such as cn_k3_c16")
         if not self.resolutions or sorted(set(self.resolutions)) != list(self.resolutions) or self.resolutions[0] < 1:
             raise SpecError(f"resolutions={list(self.resolutions)} must be positive, distinct and increasing")
         if not self.stages:
@@ -238,19 +250,17 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         if data.get("format") != "autospace-space/1":
-            raise SpecError(f"format={data.get('format')!r}; a search space file has format: autospace-space/1")
+            raise SpecError(f"format={cut(repr(data.get('format')))}; a search space file has format: "
+                            "autospace-space/1")
         try:
-            stages = tuple(
-                StageSpace(layers=tuple(tuple(cells) for cells in s["layers"]), widths=tuple(s["widths"]),
-                           stride=s.get("stride", 1), min_depth=s.get("min_depth", 1))
-                for s in data["stages"])
+            stages = tuple(_stage_from_dict(i, s) for i, s in enumerate(_list(data, "stages")))
             return cls(in_channels=data["in_channels"], num_classes=data["num_classes"],
-                       resolutions=tuple(data["resolutions"]), stem=tuple(data.get("stem", ())), stages=stages,
-                       head=tuple(data.get("head", ())), name=data.get("name", "space"))
+                       resolutions=tuple(_list(data, "resolutions")), stem=tuple(_list(data, "stem", ())),
+                       stages=stages, head=tuple(_list(data, "head", ())), name=str(data.get("name", "space")))
         except KeyError as err:
             raise SpecError(f"search space lacks the field {err.args[0]!r}") from None
         except SpecError as err:
-            raise SpecError(f"search space {data.get('name', '')!r}: {err}") from None
+            raise SpecError(f"search space {cut(str(data.get('name', '')))!r}: {err}") from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
@@ -258,8 +268,15 @@ class SearchSpace:
     @classmethod
     def load(cls, path: Path) -> SearchSpace:
         """Read a YAML or JSON space file."""
-        text = Path(path).read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        path = Path(path)
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except FileNotFoundError:
+            raise SpecError(f"search space file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
+            raise SpecError(f"search space file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                            f"{cut(str(err))}") from None
         if not isinstance(data, dict):
             raise SpecError(f"{path} does not hold a search space mapping")
         return cls.from_dict(data)
@@ -274,6 +291,30 @@ class SearchSpace:
         if resolutions is not None:
             data["resolutions"] = list(resolutions)
         return SearchSpace.from_dict(data)
+
+
+def _check_ints(name: str, values: tuple[Any, ...]) -> None:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise SpecError(f"{name}={cut(repr(list(values)))} must be integers")
+
+
+def _list(data: dict[str, Any], key: str, default: Any = None) -> list[Any]:
+    """``data[key]`` as a list; a scalar or a mapping there is an error naming the field."""
+    value = data[key] if default is None else data.get(key, default)
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{key}={cut(repr(value))} must be a list")
+    return list(value)
+
+
+def _stage_from_dict(index: int, stage: Any) -> StageSpace:
+    if not isinstance(stage, dict):
+        raise SpecError(f"stage {index} is {cut(repr(stage))}; each stage is a mapping with layers and widths")
+    try:
+        layers = tuple(tuple(_list({"layers": cells}, "layers")) for cells in _list(stage, "layers"))
+        return StageSpace(layers=layers, widths=tuple(_list(stage, "widths")), stride=stage.get("stride", 1),
+                          min_depth=stage.get("min_depth", 1))
+    except SpecError as err:
+        raise SpecError(f"stage {index}: {err}") from None
 
 
 def _fits(stage: StageSpace, length: int, produces: Callable[[int, int], bool]) -> bool:

@@ -128,3 +128,20 @@ def test_fbnet_loss_with_a_sub_microsecond_latency_target_is_a_config_error(
                  "--set", "budget.target=0.0005"]) == 2
     err = capsys.readouterr().err
     assert "budget.target" in err and "hinge" in err
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b'{"format": "autospace-arch/1", "models": 5}', "models=5 must be a list of model mappings"),
+    (b'{"format": "autospace-arch/1", "models": [5]}', "a model entry is a mapping"),
+    (b'{"name": "m", "input_size": 8, "num_classes": 2, "stem": 5, "blocks": []}', "m: stem=5 must be a mapping"),
+    (b"[5]", "holds a JSON list; an architecture file is a mapping"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "is not a text file"),
+    (b"x" * 1_000_001, "an architecture file is at most 1,000,000"),
+])
+def test_cost_refuses_malformed_files_in_one_line(tmp_path: Path, content: bytes, expected: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "arch.json"
+    path.write_bytes(content)
+    assert main(["cost", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and len(err) < 600

@@ -175,3 +175,32 @@ def test_direct_construction_errors(overrides, match):
 def test_from_dict_errors(data, match):
     with pytest.raises(SpecError, match=match):
         Arch.from_dict(data)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("input=1x8 stem= stages=ds_k3_c8||ds_k3_c8 head= classes=2", "stage 1 of stages= is empty"),
+    ("input=1x8 stem= stages=ds_k3_c8| head= classes=2", "stage 1 of stages= is empty"),
+    ("input=1x8 stem= stages=ir_r100000000_k3_e3_c8 head= classes=2", "must be at least 1 and at most 100"),
+    ("input=1x8 stem= stages=ds_k3_c" + "9" * 5000 + " head= classes=2", "the number is too large"),
+    ("input=1x8 stem= stages=ir_k3_e" + "9" * 400 + "_c8 head= classes=2", "at most e1000"),
+])
+def test_malformed_arch_strings_are_spec_errors(text: str, expected: str) -> None:
+    with pytest.raises(SpecError, match=expected) as caught:
+        Arch.parse(text)
+    assert len(str(caught.value)) < 600  # the input is echoed cut, never whole
+
+
+def test_garbage_is_echoed_cut() -> None:
+    with pytest.raises(SpecError) as caught:
+        Arch.parse("x" * 1_000_000)
+    assert len(str(caught.value)) < 400 and "characters)" in str(caught.value)
+
+
+@pytest.mark.parametrize("sections, expected", [
+    ({"input": "1x8", "stages": "ds_k3_c8", "classes": 2}, "stages='ds_k3_c8' must be a list of stages"),
+    ({"input": "1x8", "stages": ["ds_k3_c8"], "classes": 2}, "stage 0='ds_k3_c8' must be a list of op strings"),
+    ({"input": "1x8", "stem": 5, "stages": [], "classes": 2}, "stem=5 must be a list of op strings"),
+])
+def test_wrong_types_in_the_json_form_are_spec_errors(sections: dict, expected: str) -> None:
+    with pytest.raises(SpecError, match=expected):
+        Arch.from_dict({"format": "autospace-arch-string/1", **sections})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +92,35 @@ def test_missing_field_is_named() -> None:
     del data["resolutions"]
     with pytest.raises(SpecError, match="lacks the field 'resolutions'"):
         SearchSpace.from_dict(data)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d["stages"][0].update(widths=["a", "b"]), "stage 0: widths=['a', 'b'] must be integers"),
+    (lambda d: d.update(stages=5), "stages=5 must be a list"),
+    (lambda d: d.update(stages=["x"]), "stage 0 is 'x'; each stage is a mapping"),
+    (lambda d: d["stages"][0].update(layers="ds_k3_relu"), "layers='ds_k3_relu' must be a list"),
+    (lambda d: d["stages"][0]["layers"].append([5]), "cells [5] must be op strings"),
+    (lambda d: d.update(resolutions=[8, "12"]), "resolutions=[8, '12'] must be integers"),
+    (lambda d: d.update(stem="cn_k3_c8"), "stem='cn_k3_c8' must be a list"),
+])
+def test_wrong_types_in_a_space_are_spec_errors(change: Any, expected: str) -> None:
+    data = json.loads(json.dumps(TINY_SPACE))
+    change(data)
+    with pytest.raises(SpecError) as caught:
+        SearchSpace.from_dict(data)
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("space.yaml", "stages: [1", "is not valid YAML"),
+    ("space.json", "{", "is not valid JSON"),
+    ("space.yaml", "\udcff", "is not valid YAML"),
+    ("space.yaml", "- 1", "does not hold a search space mapping"),
+])
+def test_broken_space_files_are_spec_errors_naming_the_file(tmp_path: Path, name: str, text: str,
+                                                            expected: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(SpecError, match=expected) as caught:
+        SearchSpace.load(path)
+    assert str(path) in str(caught.value)
