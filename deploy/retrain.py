@@ -420,6 +420,9 @@ def _load_checkpoint(path: Path, run: dict[str, Any]) -> dict[str, Any]:
     except Exception as err:  # corrupt or foreign file: say which and what to do
         raise CheckpointError(f"retrain checkpoint {path} cannot be read ({err}); delete it to train from scratch") \
             from None
+    if not isinstance(state, dict):  # weights_only loads plain lists and tensors too
+        raise CheckpointError(f"retrain checkpoint {path} holds a {type(state).__name__}, not a retrain checkpoint; "
+                              "delete it to train from scratch")
     if state.get("format") != CHECKPOINT_FORMAT or state.get("run") != run:
         raise CheckpointError(f"retrain checkpoint {path} belongs to another architecture or settings "
                               f"({state.get('run')}); delete it or use a fresh storage directory")

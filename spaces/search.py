@@ -177,6 +177,9 @@ def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
     except Exception as err:  # corrupt or foreign file: say which and what to do
         raise CheckpointError(f"search checkpoint {path} cannot be read ({err}); delete it to start the search over") \
             from None
+    if not isinstance(state, dict):  # weights_only loads plain lists and tensors too
+        raise CheckpointError(f"search checkpoint {path} holds a {type(state).__name__}, not a search checkpoint; "
+                              "delete it to start the search over")
     if state.get("format") != CHECKPOINT_FORMAT or state.get("space") != space.to_dict() \
             or state.get("supernet") != supernet:
         raise CheckpointError(f"search checkpoint {path} belongs to another format, search space or supernet; "

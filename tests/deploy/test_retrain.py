@@ -153,6 +153,9 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(front: tuple[
     other = Hyperparameters(**{**hparams.to_dict(), "lr": hparams.lr / 2})
     with pytest.raises(CheckpointError, match="belongs to another architecture or settings"):
         retrain(ARCH, other, config, tiny_dataset, tmp_path)
+    torch.save([1, 2, 3], tmp_path / "checkpoint.pt")  # loadable with weights_only, but no checkpoint
+    with pytest.raises(CheckpointError, match="holds a list, not a retrain checkpoint; delete it"):
+        retrain(ARCH, hparams, config, tiny_dataset, tmp_path)
 
 
 def test_more_workers_than_cpus_is_refused(ray_cluster: dict[str, float], tiny_dataset: Path,

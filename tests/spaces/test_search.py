@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spaces.cost import arch_cost
-from spaces.search import SearchSettings, cost_aware_loss, search
+from spaces.search import CheckpointError, SearchSettings, cost_aware_loss, search
 from tests.spaces.tiny_space import quadrant_data, tiny_space
 
 SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, lr=0.1, arch_lr=0.05, finetune_epochs=1,
@@ -74,6 +74,9 @@ def test_checkpoint_of_another_space_is_refused(tmp_path: Path) -> None:
         search(other, quadrant_data(n_train=256), SETTINGS, checkpoint=checkpoint)
     checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
+        search(tiny_space(), quadrant_data(n_train=256), SETTINGS, checkpoint=checkpoint)
+    torch.save([1, 2, 3], checkpoint)  # loadable with weights_only, but no checkpoint
+    with pytest.raises(CheckpointError, match="holds a list, not a search checkpoint; delete it"):
         search(tiny_space(), quadrant_data(n_train=256), SETTINGS, checkpoint=checkpoint)
 
 
