@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from deploy.errors import RegistryError
-from deploy.registry import load_registered
+from deploy.registry import existing_store, load_registered
 
-__all__ = ["Prediction", "load_inputs", "predict_arrays", "predict_images", "register"]
+__all__ = ["MAX_IMAGE_PIXELS", "Prediction", "load_inputs", "predict_arrays", "predict_images", "register"]
 
 DEFAULT_SPLIT = "test"
 _IMAGE_MODES = {1: "L", 3: "RGB"}
+# Explicit, and far below Pillow's own 89M-pixel warning: every model here takes tiny images, and a
+# small PNG can declare gigapixels that decoding would have to allocate (a decompression bomb).
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,17 @@ def _read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
         raise RegistryError(f"the model takes {channels}-channel images; only 1 (L) or 3 (RGB) can be read "
                             "from image files, use a Parquet data file")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
             image = image.convert(mode)
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255
+    except Image.DecompressionBombError:  # also raised by Pillow itself above 2 x its own limit
+        raise RegistryError(f"image {path} declares more than {MAX_IMAGE_PIXELS:,} pixels (the limit for "
+                            f"inputs, {int(MAX_IMAGE_PIXELS ** 0.5)}x{int(MAX_IMAGE_PIXELS ** 0.5)}); "
+                            "resize it first") from None
     except (OSError, ValueError) as exc:  # Pillow's UnidentifiedImageError is an OSError
         raise RegistryError(f"cannot read image {path}: {exc}") from exc
     return pixels.reshape(height, width, channels).transpose(2, 0, 1)
@@ -141,7 +150,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise RegistryError(f"--batch-size must be positive, got {args.batch_size}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout/stderr to the answers
-    predictions = predict_images(args.model, args.inputs, _tracking_uri_of(args), batch_size=args.batch_size)
+    predictions = predict_images(args.model, args.inputs, existing_store(_tracking_uri_of(args)),
+                                 batch_size=args.batch_size)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:

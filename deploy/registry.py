@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow.artifacts
 import mlflow.onnx
@@ -72,6 +73,7 @@ __all__ = [
     "PromotionDecision",
     "RegisteredVersion",
     "RegistryError",
+    "existing_store",
     "load_registered",
     "parse_model_uri",
     "promote_if_better",
@@ -95,6 +97,21 @@ _GAIN_TOLERANCE = 1e-9  # accuracies are ratios of counts; keep 0.85 - 0.84 >= 0
 # ---- clients and versions --------------------------------------------------------------------
 def _client(client_or_uri: MlflowClient | str) -> MlflowClient:
     return client_or_uri if isinstance(client_or_uri, MlflowClient) else MlflowClient(client_or_uri)
+
+
+def existing_store(uri: str) -> str:
+    """``uri`` when it names a store that exists: for a local one MLflow would silently create an empty
+    store (and its folders) instead, and then report the model as missing."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    elif parsed.scheme in ("", "file"):
+        path = Path(parsed.path if parsed.scheme else uri)
+    else:
+        return uri
+    if path is None or not path.exists():
+        raise RegistryError(f"no MLflow store at {uri}; check --tracking-uri (or the run directory's mlflow.db)")
+    return uri
 
 
 def _artifact_location(tracking_uri: str) -> str | None:
@@ -489,7 +506,7 @@ def run_promote(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         uri, log_path = args.tracking_uri, args.log
     decision = promote_if_better(
-        uri, args.model or config.mlflow.registered_model, args.version,
+        existing_store(uri), args.model or config.mlflow.registered_model, args.version,
         budget_metric=config.budget.metric, budget_target=config.budget.target,
         budget_slack=config.mlflow.promote_budget_slack, min_gain=config.mlflow.promote_min_gain,
         force=args.force, log_path=log_path)

@@ -249,3 +249,45 @@ def test_predict_rejects_unreadable_images_and_wrong_shapes(registry: tuple[str,
         predict_images(f"models:/{NAME}@{CANDIDATE}", [broken], uri)
     with pytest.raises(RegistryError, match="holds 1x8x8 images but the model takes 1x12x12"):
         predict_images(f"models:/{NAME}@{CANDIDATE}", [f"{other_dataset}:test"], uri)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` grey pixels and holds one row of them: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(5000, 5000), (100_000, 100_000)])
+def test_predict_refuses_a_decompression_bomb_with_the_limit(registry: tuple[str, list[RegisteredVersion]],
+                                                             tmp_path: Path, width: int, height: int,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.predict import MAX_IMAGE_PIXELS
+    from pipeline.cli import main
+
+    uri, _ = registry
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(width, height))
+    assert main(["predict", "--model", f"models:/{NAME}@{CANDIDATE}", "--tracking-uri", uri, str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert f"declares more than {MAX_IMAGE_PIXELS:,} pixels" in err and "4096x4096" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["promote", "predict"])
+def test_a_store_that_does_not_exist_is_named_not_created(tmp_path: Path, command: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'x.db'}"
+    args = {"promote": ["promote", "--tracking-uri", uri, "--model", NAME, "--version", "1"],
+            "predict": ["predict", "--tracking-uri", uri, "--model", NAME, str(tmp_path / "a.png")]}[command]
+    assert main(args) == 2
+    assert f"error: no MLflow store at {uri}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
