@@ -82,9 +82,12 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
         table, added = measure_spaces(table_path, config, [space])
         if show_progress:
             print(f"latency table {table_path}: {added} entries measured on {config.budget.latency_runtime}")
-    bar = tqdm(total=settings.epochs, desc="search", unit="epoch", disable=not show_progress)
+    bar: tqdm | None = None  # appears with the first epoch, so a refused checkpoint's error prints alone
 
     def on_epoch(record: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=settings.epochs, desc="search", unit="epoch", disable=not show_progress)
         bar.n = record["epoch"] + 1
         latency = record["expected_latency_ms"]
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", madds=human(record["expected_madds"]),
@@ -95,7 +98,8 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
         result = search(space, data, settings, checkpoint=out / "checkpoint.pt", on_epoch=on_epoch,
                         latency_table=table)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
@@ -110,10 +114,17 @@ def run_search_command(args: argparse.Namespace) -> int:
 
 
 def _follow(config: Config, resume_run: bool) -> dict:
-    """Run the pipeline with a generation progress bar; returns the summary."""
-    bar = tqdm(total=config.evolution.generations, desc="generations", unit="gen")
+    """Run the pipeline with a generation progress bar; returns the summary.
+
+    The bar appears with the first status, so input errors found before the run starts
+    print alone.
+    """
+    bar: tqdm | None = None
 
     def on_status(status: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=config.evolution.generations, desc="generations", unit="gen")
         bar.n = status["generations_done"]
         live = status["status"]
         bar.set_postfix(phase=live.get("phase", "starting"), trials=live.get("running_trials", 0),
@@ -125,7 +136,8 @@ def _follow(config: Config, resume_run: bool) -> dict:
     try:
         return run_pipeline(config, resume=resume_run, on_status=on_status)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 def _print_summary(summary: dict, out_dir: Path) -> None:
@@ -181,8 +193,11 @@ def resume(args: argparse.Namespace) -> int:
 def schedule(args: argparse.Namespace) -> int:
     from deploy.schedule import CronSchedule, run_forever, run_tick
 
+    from pipeline.evolution_run import check_new_run
+
     config = config_from_args(args)
     cron = CronSchedule.parse(args.cron) if args.cron else None
+    check_new_run(config)  # bad input fails now, not at the first tick after the lock and records are written
 
     def job(run_dir: Path, resume_run: bool) -> dict:
         summary = _follow(config.model_copy(update={"out_dir": run_dir}), resume_run)
