@@ -61,7 +61,8 @@ from pipeline.ray_eval import ensure_ray
 from pipeline.run_dir import write_json
 from spaces.arch import Arch
 from spaces.modules import ChildNet
-from spaces.search import CheckpointError, average_buffers, evaluate, save_atomically, train_epoch
+from spaces.atomic import write_atomically
+from spaces.search import CheckpointError, average_buffers, evaluate, train_epoch
 from spaces.supernet import resize_input
 
 __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
@@ -398,12 +399,13 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     while training.epoch < settings.epochs:
         training.run_epoch(x, y)
         if rank == 0:
-            save_atomically({"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}, checkpoint)
+            state = {"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}
+            write_atomically(checkpoint, lambda temp: torch.save(state, temp))
             _maybe_inject_fault(loop_config["fault_epoch"], training.epoch, storage)
     test_accuracy = evaluate(training.net, x_test, y_test)
     if rank != 0:
         return None
-    save_atomically(training.net.state_dict(), storage / "weights.pt")
+    write_atomically(storage / "weights.pt", lambda temp: torch.save(training.net.state_dict(), temp))
     return {"test_accuracy": test_accuracy, "history": training.history}
 
 

@@ -14,7 +14,6 @@ every generation, so a run resumes exactly where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +24,7 @@ from evolve.cells import mutate_cell, random_cell
 from evolve.fitness import average_evidence, cell_evidence, moving_average, result_cost, space_reward
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
+from spaces.atomic import write_text_atomically
 from spaces.space import SearchSpace
 
 __all__ = ["EvolutionSettings", "CellRecord", "Evolution", "Evaluator", "STATE_FORMAT"]
@@ -120,10 +120,7 @@ class Evolution:
 
     def save(self, path: Path) -> None:
         """Atomic JSON write: a crash leaves the previous generation's state intact."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> Evolution:

@@ -6,13 +6,13 @@ No Ray or MLflow here, so ``autospace status`` answers instantly.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline.config import Config, ConfigError
+from spaces.atomic import write_text_atomically
 
 __all__ = ["RunPaths", "prepare_run_dir", "read_status", "write_json"]
 
@@ -36,10 +36,7 @@ class RunPaths:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2))
 
 
 def read_status(out_dir: Path) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,6 +42,7 @@ import torch
 from torch import nn
 
 from spaces.arch import Arch
+from spaces.atomic import write_text_atomically
 from spaces.cost import layer_costs
 from spaces.encoding import decode_op, encode_op
 from spaces.modules import ChildNet, build_op
@@ -323,17 +323,8 @@ class LatencyTable:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write JSON atomically (temp file + rename), so readers never see half a table."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        """Write JSON atomically, so readers never see half a table."""
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], runtime: str | None = None,
