@@ -46,6 +46,7 @@ from spaces.atomic import write_text_atomically
 from spaces.cost import layer_costs
 from spaces.encoding import decode_op, encode_op
 from spaces.modules import ChildNet, build_op
+from spaces.onnx_session import load_onnx_session
 from spaces.ops import ConvOp, Op
 
 __all__ = [
@@ -169,17 +170,12 @@ def _median_ms(call: Callable[[], object], warmup: int, repeats: int) -> float:
 
 def _onnxruntime_call(module: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
     """A zero-argument call running ``module`` exported to ONNX in a CPU session."""
-    import onnxruntime as ort
-
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the legacy exporter warns that it is deprecated
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), buffer,  # type: ignore[arg-type]  # the stub omits file objects
                           dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = load_onnx_session(buffer.getvalue(), threads=threads)
     feed = {"x": x.numpy()}
     return lambda: session.run(None, feed)
 
