@@ -37,9 +37,10 @@ import ray
 from evolve.fitness import COST_KEYS, result_cost, space_reward
 from deploy.pipeline import deploy_run
 from evolve.loop import Evolution, EvolutionSettings
+from pipeline.cluster import ensure_ray
 from pipeline.config import Config
 from pipeline.latency_table import predict_latency, table_file
-from pipeline.ray_eval import ensure_ray, evaluate_spaces
+from pipeline.ray_eval import evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
 from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, write_json
 from pipeline.search_job import dataset_info, load_space
