@@ -5,7 +5,10 @@ generation it proposes candidate spaces, scores them with one Ray Tune trial
 per space (each a Ray Train data-parallel supernet search, see
 :mod:`pipeline.ray_eval`), folds the results into the populations, saves the
 state and logs the generation to MLflow. Then a final search in the learned
-space, the Pareto front and ``summary.json``.
+space, the Pareto front and ``summary.json``, then the deploy stage. That stage
+(retrain, export, register, promote) is handed in by the CLI layer as a
+:class:`DeployStage` (``deploy.stage.deploy_run``): the orchestration never
+imports ``deploy``, whose modules build on this package's base modules.
 
 Run directory::
 
@@ -30,12 +33,11 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import ray
 
 from evolve.fitness import COST_KEYS, result_cost, space_reward
-from deploy.pipeline import deploy_run
 from evolve.loop import Evolution, EvolutionSettings
 from pipeline.cluster import ensure_ray
 from pipeline.config import Config
@@ -49,7 +51,17 @@ from spaces.arch import Arch
 from spaces.reference import reference_arch
 from spaces.space import SearchSpace
 
-__all__ = ["EvolutionRunner", "evolution_settings", "run_pipeline"]
+__all__ = ["DeployStage", "EvolutionRunner", "evolution_settings", "run_pipeline"]
+
+
+class DeployStage(Protocol):
+    """What runs after the evolution when ``retrain.enabled``; returns the deploy record (``deploy.json``).
+
+    ``on_phase`` reports each step (retrain, export, register) for ``autospace status``.
+    """
+
+    def __call__(self, config: Config, summary: dict[str, Any], data_path: Path, tracker: Tracker,
+                 on_phase: Callable[[str], None]) -> dict[str, Any]: ...
 
 
 def evolution_settings(config: Config) -> EvolutionSettings:
@@ -70,8 +82,9 @@ def _reference(config: Config, space: SearchSpace) -> Arch:
 class EvolutionRunner:
     """Owns the evolution loop of one run directory; the CLI starts it and polls the status file."""
 
-    def __init__(self, config_json: dict[str, Any]) -> None:
+    def __init__(self, config_json: dict[str, Any], deploy: DeployStage) -> None:
         self.config = Config.model_validate(config_json)
+        self.deploy = deploy
         self.paths = RunPaths(self.config.out_dir)
         self.table_path = table_file(self.paths.root, self.config).resolve()
 
@@ -165,8 +178,8 @@ class EvolutionRunner:
         """Retrain -> export -> register -> promote (when enabled), then close the MLflow run."""
         deployed = None
         if self.config.retrain.enabled:
-            deployed = deploy_run(self.config, summary, data_path, tracker,
-                                  on_phase=lambda phase: self._set_status(phase=phase, running_trials=0))
+            deployed = self.deploy(self.config, summary, data_path, tracker,
+                                   on_phase=lambda phase: self._set_status(phase=phase, running_trials=0))
         tracker.finish(deployed)
         self._set_status(phase="done", running_trials=0)
         return {**summary, "deploy": deployed}
@@ -177,13 +190,20 @@ def _reward(point: dict[str, Any], config: Config) -> float:
                         config.budget.reward_exponent)
 
 
-def run_pipeline(config: Config, resume: bool = False, poll_seconds: float = 2.0,
-                 on_status: Any = None) -> dict[str, Any]:
-    """Start (or resume) the run's actor and wait for its summary, polling status for progress."""
+def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll_seconds: float = 2.0,
+                 on_status: Callable[[dict[str, Any]], None] | None = None,
+                 on_cluster: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Start (or resume) the run's actor and wait for its summary, polling status for progress.
+
+    ``on_cluster`` gets the line saying which existing Ray cluster the run joined
+    (``ray.address`` set); a run on a local Ray of its own says nothing.
+    """
     config = prepare_run_dir(config, resume)
     dataset_info(config)  # import the default data set here, once, before any worker needs it
-    ensure_ray(config)
-    runner = EvolutionRunner.remote(config.model_dump(mode="json"))
+    joined = ensure_ray(config)
+    if joined is not None and on_cluster is not None:
+        on_cluster(joined)
+    runner = EvolutionRunner.remote(config.model_dump(mode="json"), deploy)
     done = runner.run.remote()
     while True:
         ready, _ = ray.wait([done], timeout=poll_seconds)

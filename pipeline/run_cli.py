@@ -116,10 +116,12 @@ def _follow(config: Config, resume_run: bool) -> dict:
                         best=f"{status['best_fitness']:.4f}" if status["best_fitness"] is not None else "-")
         bar.refresh()
 
-    from pipeline.evolution_run import run_pipeline  # Ray and MLflow load only for commands that use them
+    # Ray and MLflow load only for commands that use them
+    from deploy.stage import deploy_run
+    from pipeline.evolution_run import run_pipeline
 
     try:
-        return run_pipeline(config, resume=resume_run, on_status=on_status)
+        return run_pipeline(config, deploy_run, resume=resume_run, on_status=on_status, on_cluster=tqdm.write)
     finally:
         bar.close()
 
