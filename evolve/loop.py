@@ -5,8 +5,8 @@ tournament on fitness, always with the reference architecture's cell, so every
 space contains the reference — and hands them to an injected evaluator (a
 supernet search per space; on Ray in the pipeline, in-process in tests). The
 searches' architecture probabilities update each cell's fitness; the derived
-architectures' accuracy and cost give each space a reward that keeps an elite
-and picks the champion. Then the worst cells of every layer are replaced by
+architectures' accuracy and cost give each space a reward that keeps an elite,
+whose best is the run's best architecture so far. Then the worst cells of every layer are replaced by
 mutants of the best. The whole state is plain JSON, saved atomically after
 every generation, so a run resumes exactly where it stopped.
 """
@@ -208,6 +208,7 @@ class Evolution:
                         "predicted_latency_ms": result.get("predicted_latency_ms") if result else None}
                        for space, reward, result in zip(spaces, rewards, results)],
             "layers": changes,
+            # the elite's best so far; the key predates the registry's `champion` alias and stays for old runs
             "champion": self.elite[0]["result"]["arch"] if self.elite else None,
             "champion_reward": self.elite[0]["reward"] if self.elite else None,
             "wall_seconds": wall_seconds,

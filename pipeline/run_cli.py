@@ -150,7 +150,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 
 
 def summary_table_of(summary: dict) -> str:
-    return format_table(["generation", "best fitness", "mean fitness", "champion"],
+    return format_table(["generation", "best fitness", "mean fitness", "best arch"],
                         [[g["generation"], _fmt(g["best_fitness"]), _fmt(g["mean_fitness"]), g["champion"] or "-"]
                          for g in summary["generations"]])
 
@@ -205,8 +205,8 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     live = info["status"]
-    print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "champion"],
+    print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "best arch"],
                        [[str(args.out), "finished" if info["finished"] else live.get("phase", "not started"),
                          f"{info['generations_done']}/{live.get('generations', '?')}", live.get("running_trials", 0),
-                         _fmt(info["best_fitness"]), info["champion"] or "-"]]))
+                         _fmt(info["best_fitness"]), info["best_arch"] or "-"]]))
     return 0

@@ -49,7 +49,7 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "status": status,
         "generations_done": len(history),
         "best_fitness": max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None),
-        "champion": history[-1]["champion"] if history else None,
+        "best_arch": history[-1]["champion"] if history else None,  # the elite's best; not the registry's champion
         "finished": status.get("phase") == "done",
     }
 
