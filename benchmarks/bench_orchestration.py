@@ -24,8 +24,9 @@ from pathlib import Path
 import ray
 import torch
 
+from pipeline.cluster import ensure_ray
 from pipeline.config import load_config
-from pipeline.ray_eval import ensure_ray, evaluate_spaces
+from pipeline.ray_eval import evaluate_spaces
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table
 from spaces.search import search

@@ -35,6 +35,7 @@ from pipeline.data.info import DatasetInfo
 from spaces.arch import Arch
 from spaces.latency import _median_ms, measure_module_latency
 from spaces.modules import ChildNet
+from spaces.onnx_session import load_onnx_session
 from spaces.supernet.masking import resize_input
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "ExportReport",
     "LatencySettings",
     "export_model",
-    "load_onnx_session",
     "load_torchscript",
     "measure_session_latency",
 ]
@@ -194,23 +194,12 @@ def load_torchscript(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
     return module.eval()
 
 
-def load_onnx_session(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
-    """An onnxruntime ``InferenceSession`` on ``CPUExecutionProvider``; ``threads`` pins intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def measure_session_latency(session: Any, input_shape: tuple[int, ...], *, warmup: int = 5,
                             repeats: int = 20) -> float:
     """Median ms of ``session.run`` on a random input, timed like ``measure_module_latency``.
 
     ``measure_module_latency`` re-exports a module to time onnxruntime; this times the
-    file that ships. Threads are a session option (:func:`load_onnx_session`).
+    file that ships. Threads are a session option (:func:`spaces.onnx_session.load_onnx_session`).
     """
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).random(input_shape, dtype=np.float32)}
     return _median_ms(lambda: session.run(None, feed), warmup, repeats)

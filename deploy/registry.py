@@ -62,7 +62,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 
 from deploy.errors import RegistryError
-from deploy.export import load_onnx_session
+from spaces.onnx_session import load_onnx_session
 from spaces.arch import Arch
 from spaces.cost import arch_cost
 

@@ -46,22 +46,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 from optuna.samplers import TPESampler
 from ray import train, tune
-from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from deploy.augment import random_shift
+from pipeline.cluster import ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
 from pipeline.config import Config, ConfigError
 from pipeline.data import load_dataset, read_info
-from pipeline.ray_eval import ensure_ray
 from pipeline.run_dir import write_json
 from spaces.arch import Arch
 from spaces.modules import ChildNet
-from spaces.search import CheckpointError, average_buffers, evaluate, save_atomically, train_epoch
+from spaces.atomic import write_atomically
+from spaces.search import CheckpointError, average_buffers, evaluate, train_epoch
 from spaces.supernet import resize_input
 
 __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
@@ -233,20 +232,15 @@ def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Pat
     if (storage / "checkpoint.pt").exists():
         _load_checkpoint(storage / "checkpoint.pt", run)  # a mismatch fails here, not inside a worker
     ensure_ray(config)
-    workers, cpus = config.retrain.workers, config.ray.cpus_per_worker
-    if workers * cpus > ray.cluster_resources().get("CPU", 0.0):  # else the workers would wait forever
-        raise ConfigError(f"retrain.workers x ray.cpus_per_worker = {workers} x {cpus} CPUs exceed the Ray "
-                          f"cluster's {ray.cluster_resources().get('CPU', 0.0):g}; lower either setting")
-    trainer = TorchTrainer(
+    workers = config.retrain.workers
+    worker_groups_that_fit("the final training", workers, config.ray.cpus_per_worker, "retrain.workers")
+    trainer = torch_trainer(
         _retrain_worker,
-        train_loop_config={"arch": arch.encode(), "hparams": hparams.to_dict(), "run": run,
-                           "config": config.model_dump(mode="json"),
-                           "data_path": str(Path(data_path).resolve()), "storage": str(storage),
-                           "threads": max(1, int(cpus)), "fault_epoch": os.environ.get(FAULT_ENV)},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus}),
-        run_config=train.RunConfig(storage_path=str(storage / "ray"), name="retrain",
-                                   failure_config=train.FailureConfig(max_failures=config.ray.max_failures)))
+        {"arch": arch.encode(), "hparams": hparams.to_dict(), "run": run, "config": config.model_dump(mode="json"),
+         "data_path": str(Path(data_path).resolve()), "storage": str(storage),
+         "fault_epoch": os.environ.get(FAULT_ENV)},
+        workers=workers, cpus_per_worker=config.ray.cpus_per_worker, storage=storage / "ray", name="retrain",
+        max_failures=config.ray.max_failures)
     outcome = trainer.fit().return_value
     return RetrainResult(arch=arch.encode(), hparams=hparams.to_dict(), test_accuracy=outcome["test_accuracy"],
                          history=outcome["history"], wall_seconds=time.perf_counter() - start,
@@ -398,12 +392,14 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     while training.epoch < settings.epochs:
         training.run_epoch(x, y)
         if rank == 0:
-            save_atomically({"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}, checkpoint)
-            _maybe_inject_fault(loop_config["fault_epoch"], training.epoch, storage)
+            state = {"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}
+            write_atomically(checkpoint, lambda temp: torch.save(state, temp))
+            if loop_config["fault_epoch"] == str(training.epoch):
+                fail_once(storage / "fault-injected")
     test_accuracy = evaluate(training.net, x_test, y_test)
     if rank != 0:
         return None
-    save_atomically(training.net.state_dict(), storage / "weights.pt")
+    write_atomically(storage / "weights.pt", lambda temp: torch.save(training.net.state_dict(), temp))
     return {"test_accuracy": test_accuracy, "history": training.history}
 
 
@@ -427,11 +423,3 @@ def _load_checkpoint(path: Path, run: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"retrain checkpoint {path} belongs to another architecture or settings "
                               f"({state.get('run')}); delete it or use a fresh storage directory")
     return state
-
-
-def _maybe_inject_fault(fault_epoch: str | None, epoch: int, storage: Path) -> None:
-    """Fail once after checkpointing epoch ``fault_epoch``, as the module docstring describes."""
-    marker = storage / "fault-injected"
-    if fault_epoch == str(epoch) and not marker.exists():
-        marker.touch()
-        raise RuntimeError("injected fault")

@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline.run_dir import write_json
+from spaces.errors import UserError
 
 __all__ = ["CronSchedule", "CronError", "ScheduleLockedError", "schedule_lock", "run_tick", "run_forever"]
 
 
-class CronError(ValueError):
+class CronError(UserError):
     """A cron expression is malformed; the message names the field."""
 
 
-class ScheduleLockedError(RuntimeError):
+class ScheduleLockedError(UserError):
     """Another scheduled run holds the lock."""
 
 

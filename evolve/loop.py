@@ -5,8 +5,8 @@ tournament on fitness, always with the reference architecture's cell, so every
 space contains the reference — and hands them to an injected evaluator (a
 supernet search per space; on Ray in the pipeline, in-process in tests). The
 searches' architecture probabilities update each cell's fitness; the derived
-architectures' accuracy and cost give each space a reward that keeps an elite
-and picks the champion. Then the worst cells of every layer are replaced by
+architectures' accuracy and cost give each space a reward that keeps an elite,
+whose best is the run's best architecture so far. Then the worst cells of every layer are replaced by
 mutants of the best. The whole state is plain JSON, saved atomically after
 every generation, so a run resumes exactly where it stopped.
 """
@@ -14,7 +14,6 @@ every generation, so a run resumes exactly where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +24,7 @@ from evolve.cells import VOCABULARY_SIZE, mutate_cell, random_cell
 from evolve.fitness import average_evidence, cell_evidence, moving_average, result_cost, space_reward
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
+from spaces.atomic import write_text_atomically
 from spaces.space import SearchSpace
 
 __all__ = ["EvolutionSettings", "CellRecord", "Evolution", "Evaluator", "STATE_FORMAT"]
@@ -125,10 +125,7 @@ class Evolution:
 
     def save(self, path: Path) -> None:
         """Atomic JSON write: a crash leaves the previous generation's state intact."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> Evolution:
@@ -216,6 +213,7 @@ class Evolution:
                         "predicted_latency_ms": result.get("predicted_latency_ms") if result else None}
                        for space, reward, result in zip(spaces, rewards, results)],
             "layers": changes,
+            # the elite's best so far; the key predates the registry's `champion` alias and stays for old runs
             "champion": self.elite[0]["result"]["arch"] if self.elite else None,
             "champion_reward": self.elite[0]["reward"] if self.elite else None,
             "wall_seconds": wall_seconds,

@@ -10,17 +10,15 @@ import argparse
 import sys
 
 from deploy import cli as deploy_cli
-from deploy.schedule import CronError, ScheduleLockedError
 from pipeline import cost_cli, run_cli
 from pipeline.data import cli as data_cli
 from spaces.errors import UserError
-from spaces.search import CheckpointError
 
 __all__ = ["main", "build_parser", "USER_ERRORS"]
 
-# UserError covers config, data, spec and registry errors; the others are defined in modules
-# being rewritten elsewhere and join the base class there.
-USER_ERRORS = (UserError, CheckpointError, CronError, ScheduleLockedError, FileNotFoundError)
+# Every error bad input causes derives from UserError (config, data, spec, checkpoint, registry, cron, lock);
+# a missing file named on the command line is one too.
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:

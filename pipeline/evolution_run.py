@@ -5,7 +5,10 @@ generation it proposes candidate spaces, scores them with one Ray Tune trial
 per space (each a Ray Train data-parallel supernet search, see
 :mod:`pipeline.ray_eval`), folds the results into the populations, saves the
 state and logs the generation to MLflow. Then a final search in the learned
-space, the Pareto front and ``summary.json``.
+space, the Pareto front and ``summary.json``, then the deploy stage. That stage
+(retrain, export, register, promote) is handed in by the CLI layer as a
+:class:`DeployStage` (``deploy.stage.deploy_run``): the orchestration never
+imports ``deploy``, whose modules build on this package's base modules.
 
 Run directory::
 
@@ -30,18 +33,18 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import ray
 from ray.exceptions import RayTaskError
 
 from evolve.fitness import COST_KEYS, result_cost, space_reward
-from deploy.pipeline import deploy_run
 from evolve.genome import Reference
 from evolve.loop import Evolution, EvolutionSettings
+from pipeline.cluster import ensure_ray
 from pipeline.config import Config, ConfigError
 from pipeline.latency_table import predict_latency, table_file
-from pipeline.ray_eval import ensure_ray, evaluate_spaces
+from pipeline.ray_eval import evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
 from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, resume_run_dir, write_json
 from pipeline.search_job import dataset_info, load_space
@@ -51,7 +54,17 @@ from spaces.errors import UserError
 from spaces.reference import reference_arch
 from spaces.space import SearchSpace
 
-__all__ = ["EvolutionRunner", "check_new_run", "evolution_settings", "run_pipeline"]
+__all__ = ["DeployStage", "EvolutionRunner", "check_new_run", "evolution_settings", "run_pipeline"]
+
+
+class DeployStage(Protocol):
+    """What runs after the evolution when ``retrain.enabled``; returns the deploy record (``deploy.json``).
+
+    ``on_phase`` reports each step (retrain, export, register) for ``autospace status``.
+    """
+
+    def __call__(self, config: Config, summary: dict[str, Any], data_path: Path, tracker: Tracker,
+                 on_phase: Callable[[str], None]) -> dict[str, Any]: ...
 
 
 def evolution_settings(config: Config) -> EvolutionSettings:
@@ -72,8 +85,9 @@ def _reference(config: Config, space: SearchSpace) -> Arch:
 class EvolutionRunner:
     """Owns the evolution loop of one run directory; the CLI starts it and polls the status file."""
 
-    def __init__(self, config_json: dict[str, Any]) -> None:
+    def __init__(self, config_json: dict[str, Any], deploy: DeployStage) -> None:
         self.config = Config.model_validate(config_json)
+        self.deploy = deploy
         self.paths = RunPaths(self.config.out_dir)
         self.table_path = table_file(self.paths.root, self.config).resolve()
 
@@ -167,8 +181,8 @@ class EvolutionRunner:
         """Retrain -> export -> register -> promote (when enabled), then close the MLflow run."""
         deployed = None
         if self.config.retrain.enabled:
-            deployed = deploy_run(self.config, summary, data_path, tracker,
-                                  on_phase=lambda phase: self._set_status(phase=phase, running_trials=0))
+            deployed = self.deploy(self.config, summary, data_path, tracker,
+                                   on_phase=lambda phase: self._set_status(phase=phase, running_trials=0))
         tracker.finish(deployed)
         self._set_status(phase="done", running_trials=0)
         return {**summary, "deploy": deployed}
@@ -193,12 +207,15 @@ def check_new_run(config: Config) -> None:
         raise ConfigError(f"space.reference does not fit the search space: {err}") from None
 
 
-def run_pipeline(config: Config, resume: bool = False, poll_seconds: float = 2.0,
-                 on_status: Any = None) -> dict[str, Any]:
+def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll_seconds: float = 2.0,
+                 on_status: Callable[[dict[str, Any]], None] | None = None,
+                 on_cluster: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Start (or resume) the run's actor and wait for its summary, polling status for progress.
 
     With ``resume``, ``config.out_dir`` names the run directory and the rest of the
-    config is the one saved there.
+    config is the one saved there. ``on_cluster`` gets the line saying which existing
+    Ray cluster the run joined (``ray.address`` set); a run on a local Ray of its own
+    says nothing.
     """
     if resume:
         config = resume_run_dir(config.out_dir)
@@ -206,8 +223,10 @@ def run_pipeline(config: Config, resume: bool = False, poll_seconds: float = 2.0
         check_new_run(config)  # also imports the default data set, once, before any worker needs it
         config = prepare_run_dir(config)
     dataset_info(config)
-    ensure_ray(config)
-    runner = EvolutionRunner.remote(config.model_dump(mode="json"))
+    joined = ensure_ray(config)
+    if joined is not None and on_cluster is not None:
+        on_cluster(joined)
+    runner = EvolutionRunner.remote(config.model_dump(mode="json"), deploy)
     done = runner.run.remote()
     while True:
         ready, _ = ray.wait([done], timeout=poll_seconds)

@@ -48,31 +48,28 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 from ray import train, tune
-from ray.train.torch import TorchConfig, TorchTrainer
 
-from pipeline.config import Config, ConfigError
+from pipeline.cluster import ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
+from pipeline.config import Config
 from pipeline.latency_table import load_table, measure_spaces
 from pipeline.search_job import load_search_data, search_settings
 from spaces.search import search
 from spaces.space import SearchSpace
 
-__all__ = ["SpaceEvaluation", "ensure_ray", "evaluate_spaces", "trial_capacity"]
+__all__ = ["SpaceEvaluation", "evaluate_spaces", "trial_capacity"]
 
 logger = logging.getLogger(__name__)
 
 FAULT_ONCE_ENV = "AUTOSPACE_FAULT_SPACE"
 FAULT_ALWAYS_ENV = "AUTOSPACE_FAULT_SPACE_ALWAYS"
-HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 # What a trial function reserves instead of CPU: it only blocks on fit().
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 
@@ -96,22 +93,6 @@ class SpaceEvaluation:
         return cls(**data)
 
 
-def ensure_ray(config: Config) -> None:
-    """Connect to ``ray.address`` or start a local Ray, unless Ray is already initialised.
-
-    Train's health-check interval defaults to 0.2 s (Ray's 2 s adds ~2 s to every
-    report and to noticing that a worker group finished); it is read by processes
-    Ray starts, so it has to be in the environment before ``ray.init``.
-    """
-    if ray.is_initialized():
-        return
-    os.environ.setdefault(HEALTH_CHECK_ENV, "0.2")
-    if config.ray.address is not None:
-        ray.init(address=config.ray.address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
-
-
 def trial_capacity(config: Config) -> int:
     """How many trials run at once: the configured limit, capped by the cluster's CPUs.
 
@@ -119,13 +100,8 @@ def trial_capacity(config: Config) -> int:
         ConfigError: one trial's workers need more CPUs than the whole cluster has
             (they would wait for a placement group forever).
     """
-    per_trial = config.ray.workers_per_trial * config.ray.cpus_per_worker
-    total = ray.cluster_resources().get("CPU", 0.0)
-    fitting = math.floor(total / per_trial + 1e-9)
-    if fitting < 1:
-        raise ConfigError(f"one trial needs ray.workers_per_trial x ray.cpus_per_worker = "
-                         f"{config.ray.workers_per_trial} x {config.ray.cpus_per_worker} = {per_trial:g} CPUs "
-                         f"but the Ray cluster has {total:g}; lower either setting")
+    fitting = worker_groups_that_fit("one trial", config.ray.workers_per_trial, config.ray.cpus_per_worker,
+                                     "ray.workers_per_trial")
     limit = config.ray.max_concurrent_trials
     return fitting if limit is None else min(limit, fitting)
 
@@ -220,17 +196,12 @@ def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data
     start = time.perf_counter()
     index = int(params["index"])
     ray_config = Config.model_validate(config).ray
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         _search_worker,
-        train_loop_config={"index": index, "space": spaces[index], "config": config, "data_path": data_path,
-                           "space_dir": str(_space_dir(Path(storage), index)),
-                           "threads": max(1, int(ray_config.cpus_per_worker)), "faults": faults,
-                           "latency_table": latency_table},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=train.ScalingConfig(num_workers=ray_config.workers_per_trial,
-                                           resources_per_worker={"CPU": ray_config.cpus_per_worker}),
-        run_config=train.RunConfig(storage_path=str(Path(storage) / "train"), name=f"{name}-space-{index}",
-                                   failure_config=train.FailureConfig(max_failures=ray_config.max_failures)))
+        {"index": index, "space": spaces[index], "config": config, "data_path": data_path,
+         "space_dir": str(_space_dir(Path(storage), index)), "faults": faults, "latency_table": latency_table},
+        workers=ray_config.workers_per_trial, cpus_per_worker=ray_config.cpus_per_worker,
+        storage=Path(storage) / "train", name=f"{name}-space-{index}", max_failures=ray_config.max_failures)
     row: dict[str, Any] = {"index": index, "ok": False, "result_json": "", "failure": ""}
     try:
         result = trainer.fit()
@@ -269,7 +240,5 @@ def _maybe_inject_fault(index: int, faults: dict[str, str | None], space_dir: Pa
     """Fail on purpose as the module docstring describes, to exercise the retry path."""
     if faults.get(FAULT_ALWAYS_ENV) == str(index):
         raise RuntimeError("injected fault (always)")
-    marker = space_dir / "fault-injected"
-    if faults.get(FAULT_ONCE_ENV) == str(index) and not marker.exists():
-        marker.touch()
-        raise RuntimeError("injected fault")
+    if faults.get(FAULT_ONCE_ENV) == str(index):
+        fail_once(space_dir / "fault-injected")

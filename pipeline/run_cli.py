@@ -131,10 +131,12 @@ def _follow(config: Config, resume_run: bool) -> dict:
                         best=f"{status['best_fitness']:.4f}" if status["best_fitness"] is not None else "-")
         bar.refresh()
 
-    from pipeline.evolution_run import run_pipeline  # Ray and MLflow load only for commands that use them
+    # Ray and MLflow load only for commands that use them
+    from deploy.stage import deploy_run
+    from pipeline.evolution_run import run_pipeline
 
     try:
-        return run_pipeline(config, resume=resume_run, on_status=on_status)
+        return run_pipeline(config, deploy_run, resume=resume_run, on_status=on_status, on_cluster=tqdm.write)
     finally:
         if bar is not None:
             bar.close()
@@ -164,7 +166,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 
 
 def summary_table_of(summary: dict) -> str:
-    return format_table(["generation", "best fitness", "mean fitness", "champion"],
+    return format_table(["generation", "best fitness", "mean fitness", "best arch"],
                         [[g["generation"], _fmt(g["best_fitness"]), _fmt(g["mean_fitness"]), g["champion"] or "-"]
                          for g in summary["generations"]])
 
@@ -221,8 +223,8 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     live = info["status"]
-    print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "champion"],
+    print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "best arch"],
                        [[str(args.out), "finished" if info["finished"] else live.get("phase", "not started"),
-                         f"{info['generations_done']}/{live.get('generations', config.evolution.generations)}", live.get("running_trials", 0),
-                         _fmt(info["best_fitness"]), info["champion"] or "-"]]))
+                         f"{info['generations_done']}/{live.get('generations', config.evolution.generations)}",
+                         live.get("running_trials", 0), _fmt(info["best_fitness"]), info["best_arch"] or "-"]]))
     return 0

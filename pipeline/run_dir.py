@@ -6,7 +6,6 @@ No Ray or MLflow here, so ``autospace status`` answers instantly.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import yaml
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.relocate import relocate_run
+from spaces.atomic import write_text_atomically
 from spaces.errors import cut
 
 __all__ = ["RunPaths", "check_out_dir", "check_resumable", "prepare_run_dir", "read_run_config", "read_status",
@@ -39,10 +39,7 @@ class RunPaths:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2))
 
 
 def _read_json(path: Path, kind: type, fix: str) -> Any:
@@ -81,7 +78,7 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "status": status,
         "generations_done": len(history),
         "best_fitness": max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None),
-        "champion": history[-1]["champion"] if history else None,
+        "best_arch": history[-1]["champion"] if history else None,  # the elite's best; not the registry's champion
         "finished": status.get("phase") == "done",
     }
 

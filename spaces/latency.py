@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,9 +42,11 @@ import torch
 from torch import nn
 
 from spaces.arch import Arch
+from spaces.atomic import write_text_atomically
 from spaces.cost import layer_costs
 from spaces.encoding import decode_op, encode_op
 from spaces.modules import ChildNet, build_op
+from spaces.onnx_session import load_onnx_session
 from spaces.ops import ConvOp, Op
 
 __all__ = [
@@ -169,17 +170,12 @@ def _median_ms(call: Callable[[], object], warmup: int, repeats: int) -> float:
 
 def _onnxruntime_call(module: nn.Module, x: torch.Tensor, threads: int) -> Callable[[], object]:
     """A zero-argument call running ``module`` exported to ONNX in a CPU session."""
-    import onnxruntime as ort
-
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the legacy exporter warns that it is deprecated
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), buffer,  # type: ignore[arg-type]  # the stub omits file objects
                           dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = load_onnx_session(buffer.getvalue(), threads=threads)
     feed = {"x": x.numpy()}
     return lambda: session.run(None, feed)
 
@@ -323,17 +319,8 @@ class LatencyTable:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write JSON atomically (temp file + rename), so readers never see half a table."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        """Write JSON atomically, so readers never see half a table."""
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], runtime: str | None = None,

@@ -31,7 +31,6 @@ checkpoints.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,21 +41,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from spaces.arch import Arch
+from spaces.atomic import write_atomically
 from spaces.cost import Cost, arch_cost
+from spaces.derive import CALIBRATION_IMAGES, Candidate, budget_cost, derive_on_budget, recalibrate_bn
+from spaces.errors import UserError
 from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
-from spaces.derive import CALIBRATION_IMAGES, Candidate, budget_cost, derive_on_budget, recalibrate_bn
 from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
                              temperature)
 from spaces.training import average_buffers, average_gradients, cycle, evaluate, train_epoch, world
 
 __all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "average_buffers", "choice_entropy",
-           "cost_aware_loss", "evaluate", "save_atomically", "search", "train_epoch"]
+           "cost_aware_loss", "evaluate", "search", "train_epoch"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A search checkpoint is unreadable or belongs to another search; the message says what to do."""
 
 
@@ -162,13 +163,6 @@ def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettin
         unit = _log_unit(settings.budget_metric)
         return ce * (torch.log(cost * unit) / math.log(settings.target * unit)) ** settings.cost_beta
     return ce + settings.cost_lambda * F.relu(cost / settings.target - 1)
-
-
-def save_atomically(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
@@ -300,12 +294,11 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                   "derived": net.arch(net.derive()).encode()}
         history.append(record)
         if checkpoint is not None and rank == 0:
-            save_atomically({"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
-                              "epoch": epoch + 1,
-                              "net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-                              "schedule": schedule.state_dict(), "gumbel": gumbel.get_state(),
-                              "data_order": data_order.get_state(), "val_order": val_order.get_state(),
-                              "history": history}, checkpoint)
+            state = {"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
+                     "epoch": epoch + 1, "net": net.state_dict(), "w_opt": w_opt.state_dict(),
+                     "a_opt": a_opt.state_dict(), "schedule": schedule.state_dict(), "gumbel": gumbel.get_state(),
+                     "data_order": data_order.get_state(), "val_order": val_order.get_state(), "history": history}
+            write_atomically(checkpoint, lambda temp: torch.save(state, temp))
         if on_epoch is not None and rank == 0:
             on_epoch(record)
 

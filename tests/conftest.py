@@ -66,7 +66,7 @@ def ray_cluster() -> Iterator[dict[str, float]]:
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a `ray start` one
     try:
         yield ray.cluster_resources()
     finally:

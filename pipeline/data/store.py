@@ -11,8 +11,6 @@ Layout (``SCHEMA_VERSION`` 1):
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pyarrow.parquet as pq
 from pipeline.data.errors import DataError
 from pipeline.data.info import SCHEMA_VERSION, SPLITS, DatasetInfo
 from pipeline.data.splits import carve_split
+from spaces.atomic import write_atomically
 
 __all__ = ["write_dataset"]
 
@@ -131,16 +130,9 @@ def _write_atomically(table: pa.Table, out: Path) -> None:
     The rename is atomic within one directory, so readers never see a half-written
     file and a failed write leaves an existing ``out`` as it was.
     """
-    temp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # LZ4 compresses pixels as well as snappy but decodes about 3x faster
-            pq.write_table(
-                table, temp, compression="lz4", use_dictionary=["split"], write_statistics=["label", "split"]
-            )
-            os.replace(temp, out)
-        finally:
-            temp.unlink(missing_ok=True)
+        # LZ4 compresses pixels as well as snappy but decodes about 3x faster
+        write_atomically(out, lambda temp: pq.write_table(
+            table, temp, compression="lz4", use_dictionary=["split"], write_statistics=["label", "split"]))
     except OSError as exc:
         raise DataError(f"cannot write {out}: {exc}; choose an output path in a writable directory") from exc

@@ -19,11 +19,11 @@ from deploy.export import (
     ExportReport,
     LatencySettings,
     export_model,
-    load_onnx_session,
     load_torchscript,
 )
 from spaces.arch import Arch
 from spaces.modules import ChildNet
+from spaces.onnx_session import load_onnx_session
 from spaces.ops import ConvOp, MBConvOp, SkipOp
 
 # Every op of the vocabulary: ir (pw, grouped pw, bias, residual), ds, cn (grouped, linear, stride 1),

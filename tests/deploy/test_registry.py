@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from deploy.cli import register as register_deploy_commands
-from deploy.export import DeployableModel, export_model, load_onnx_session
+from deploy.export import DeployableModel, export_model
 from deploy.predict import predict_images
 from deploy.registry import (
     CANDIDATE,
@@ -37,6 +37,7 @@ from pipeline.data import load_dataset, read_info, write_dataset
 from spaces.arch import Arch
 from spaces.cost import arch_cost
 from spaces.modules import ChildNet
+from spaces.onnx_session import load_onnx_session
 
 NAME = "tiny"
 ARCH = Arch.parse("input=1x12 stem=cn_k3_c8_relu6 stages=ds_k3_c8_relu6 head= classes=4")

@@ -161,5 +161,5 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(front: tuple[
 def test_more_workers_than_cpus_is_refused(ray_cluster: dict[str, float], tiny_dataset: Path,
                                            tmp_path: Path) -> None:
     hparams = Hyperparameters(lr=0.1, weight_decay=1e-4, label_smoothing=0.0, augmentation=0.0)
-    with pytest.raises(ConfigError, match="retrain.workers x ray.cpus_per_worker = 3 x 1.0 CPUs exceed"):
+    with pytest.raises(ConfigError, match="the final training needs retrain.workers x ray.cpus_per_worker = 3 x 1.0 = 3 CPUs"):
         retrain(ARCH, hparams, tiny_config(tiny_dataset, "retrain.workers=3"), tiny_dataset, tmp_path)

@@ -69,6 +69,22 @@ def test_status_and_resume_need_a_run_directory(tmp_path: Path, capsys: pytest.C
     assert "not a run directory" in capsys.readouterr().err
 
 
+def test_status_calls_the_evolution_best_an_arch_not_the_champion(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    best = "input=1x8 stem=cn_k3_c8 stages=ds_k3_c8 head= classes=2"
+    (tmp_path / "config.yaml").write_text("{}")
+    (tmp_path / "status.json").write_text(json.dumps({"phase": "evolution", "generations": 3, "running_trials": 2}))
+    history = [{"best_reward": 0.5, "champion": "older"}, {"best_reward": 0.75, "champion": best}]
+    (tmp_path / "evolution.json").write_text(json.dumps({"history": history}))  # the state's key, as old runs wrote it
+    assert main(["status", str(tmp_path)]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    assert "best arch" in header and "champion" not in header  # "champion" is the registry alias only
+    assert "2/3" in row and "0.7500" in row and best in row
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["best_arch"] == best and "champion" not in info and info["best_fitness"] == 0.75
+
+
 def test_run_with_a_bad_config_value(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--set", "budget.metric=flops"]) == 2
     assert "budget.metric" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """The deploy stage of a run: retrain the Pareto front, export, register, promote if better.
 
-Runs after the evolution of :mod:`pipeline.evolution_run` (same run directory)
-and is resumable step by step: ``deploy.json`` records, per architecture, the
+Runs after the evolution of :mod:`pipeline.evolution_run` (same run directory),
+which receives :func:`deploy_run` from the CLI as its ``DeployStage``; it is
+resumable step by step: ``deploy.json`` records, per architecture, the
 retrain result, the export report, the registered version and the promotion
 decision, and a rerun skips every step already recorded (retraining itself
 resumes from its epoch checkpoints).

@@ -1,0 +1,114 @@
+"""Where the Ray work runs: starting or joining Ray, its capacity, the Train set-up both stages share.
+
+Addressing. ``ray.address: null`` (the default) starts a fresh local Ray of this
+process's own (``ray.init(address="local")``): a plain ``ray.init()`` would join
+whatever cluster ``ray start`` left on the machine (or ``RAY_ADDRESS`` names), so
+a "local" run could land on a shared, busy cluster without a word. Joining an
+existing cluster happens only when asked, ``auto`` (the machine's current cluster)
+or an address, and :func:`ensure_ray` then says which cluster it joined.
+
+Listening addresses. Ray 2.60 binds its GCS, raylet and worker gRPC servers to
+every interface and offers no setting for loopback only; ``ray.init``'s
+``_node_ip_address="127.0.0.1"`` is rewritten to the machine's routable address
+(``services.resolve_ip_for_localhost``), so it is not passed. What guards a local
+Ray's ports is Ray's token authentication, on by default: do not set
+``RAY_AUTH_MODE=disabled`` outside tests.
+
+Train set-up. The evolution's searches (:mod:`pipeline.ray_eval`) and the deploy
+stage's final training (:mod:`deploy.retrain`) run the same kind of job: a gloo
+``TorchTrainer`` of N workers with fixed CPUs each, retried by Ray Train only
+(:func:`torch_trainer`), checked to fit the cluster first (:func:`worker_groups_that_fit`),
+with the same one-shot fault injection for drills (:func:`fail_once`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+from ray import train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from pipeline.config import Config, ConfigError
+
+__all__ = ["HEALTH_CHECK_ENV", "LOCAL", "ensure_ray", "fail_once", "init_address", "torch_trainer",
+           "worker_groups_that_fit"]
+
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+LOCAL = "local"  # ray.init's address for "start a new local Ray, whatever else runs on the machine"
+
+
+def init_address(address: str | None) -> str:
+    """The ``ray.init`` address for a configured ``ray.address``: null means a Ray of our own."""
+    return LOCAL if address is None else address
+
+
+def ensure_ray(config: Config) -> str | None:
+    """Start a local Ray or join the configured cluster, unless Ray is already initialised.
+
+    Train's health-check interval defaults to 0.2 s (Ray's 2 s adds ~2 s to every
+    report and to noticing that a worker group finished); it is read by processes
+    Ray starts, so it has to be in the environment before ``ray.init``.
+
+    Returns:
+        One line saying which cluster was joined and its size, for the user to see;
+        None when a local Ray was started or Ray was already up.
+    """
+    if ray.is_initialized():
+        return None
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.2")
+    address = init_address(config.ray.address)
+    if address == LOCAL:
+        ray.init(address=LOCAL, num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+        return None
+    ray.init(address=address, log_to_driver=False)
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    return (f"ray: joined the cluster at {ray.get_runtime_context().gcs_address} (ray.address={address}): "
+            f"{_count(cpus, 'CPU')} on {_count(nodes, 'node')}")
+
+
+def _count(n: float, noun: str) -> str:
+    return f"{n:g} {noun}{'' if n == 1 else 's'}"
+
+
+def worker_groups_that_fit(job: str, workers: int, cpus_per_worker: float, workers_field: str) -> int:
+    """How many groups of ``workers`` x ``cpus_per_worker`` CPUs the Ray cluster holds at once.
+
+    Raises:
+        ConfigError: not even one group fits (its placement group would wait forever);
+            the message names the ``job``, ``workers_field`` and ``ray.cpus_per_worker``.
+    """
+    per_group = workers * cpus_per_worker
+    total = ray.cluster_resources().get("CPU", 0.0)
+    fitting = math.floor(total / per_group + 1e-9)
+    if fitting < 1:
+        raise ConfigError(f"{job} needs {workers_field} x ray.cpus_per_worker = {workers} x {cpus_per_worker} = "
+                          f"{per_group:g} CPUs but the Ray cluster has {total:g}; lower either setting")
+    return fitting
+
+
+def torch_trainer(worker: Callable[[dict[str, Any]], Any], loop_config: dict[str, Any], *, workers: int,
+                  cpus_per_worker: float, storage: Path, name: str, max_failures: int) -> TorchTrainer:
+    """A gloo ``TorchTrainer``: ``workers`` workers of ``cpus_per_worker`` CPUs, ``max_failures`` Train retries.
+
+    ``loop_config["threads"]`` is set to the torch threads a worker's CPUs pay for
+    (at least 1); the worker applies it with ``torch.set_num_threads``.
+    """
+    return TorchTrainer(
+        worker,
+        train_loop_config={**loop_config, "threads": max(1, int(cpus_per_worker))},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=train.RunConfig(storage_path=str(storage), name=name,
+                                   failure_config=train.FailureConfig(max_failures=max_failures)))
+
+
+def fail_once(marker: Path, message: str = "injected fault") -> None:
+    """Raise ``RuntimeError(message)`` unless ``marker`` exists, creating it first: the retry then succeeds."""
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(message)

@@ -1,0 +1,116 @@
+"""Ray addressing and the shared Ray Train set-up (pipeline/cluster.py), on real Ray clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pipeline.cluster import LOCAL, fail_once, init_address, worker_groups_that_fit
+from pipeline.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_null_address_means_a_ray_of_our_own_and_joining_is_only_on_request() -> None:
+    assert init_address(None) == LOCAL == "local"  # ray.init(address=None) would join `ray start`'s cluster
+    assert init_address("auto") == "auto"
+    assert init_address("10.0.0.5:6379") == "10.0.0.5:6379"
+    assert init_address("ray://head:10001") == "ray://head:10001"
+
+
+def test_fail_once_fails_the_first_attempt_only(tmp_path: Path) -> None:
+    marker = tmp_path / "fault-injected"
+    with pytest.raises(RuntimeError, match="^injected fault$"):
+        fail_once(marker)
+    assert marker.exists()
+    fail_once(marker)  # the retry goes through
+
+
+def test_groups_that_fit_count_and_refuse_a_group_larger_than_the_cluster(ray_cluster: dict[str, float]) -> None:
+    assert ray_cluster["CPU"] == 2
+    assert worker_groups_that_fit("one trial", 1, 0.45, "ray.workers_per_trial") == 4
+    assert worker_groups_that_fit("one trial", 2, 1.0, "ray.workers_per_trial") == 1
+    with pytest.raises(ConfigError, match=r"^the final training needs retrain.workers x ray.cpus_per_worker = "
+                                          r"3 x 1.0 = 3 CPUs but the Ray cluster has 2; lower either setting$"):
+        worker_groups_that_fit("the final training", 3, 1.0, "retrain.workers")
+
+
+# ---- a real `ray start` cluster on this machine (slow) ---------------------------------------
+_PROBE = """
+import json, sys
+import ray
+from pipeline.cluster import ensure_ray
+from pipeline.config import load_config
+
+line = ensure_ray(load_config(None, sys.argv[1:]))
+print(json.dumps({"line": line, "gcs": ray.get_runtime_context().gcs_address,
+                  "cpus": ray.cluster_resources().get("CPU"), "nodes": len(ray.nodes())}))
+ray.shutdown()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def started_cluster() -> Iterator[tuple[str, dict[str, str]]]:
+    """A 1-CPU head started with ``ray start``; yields its address and an environment that points at it.
+
+    Its temp dir is private, so no other ``ray.init()`` on this shared machine finds it;
+    the environment's ``RAY_ADDRESS`` makes it this test's "current cluster" instead,
+    the way ``ray start`` makes it the machine's. It runs in its own process group,
+    which teardown signals (``ray stop`` would stop every Ray of this user).
+    """
+    temp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    ray_cli = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(_free_port()), "--num-cpus", "1",
+                             "--temp-dir", temp, "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        address_file = Path(temp) / "ray_current_cluster"
+        deadline = time.monotonic() + 120
+        while not (address_file.exists() and address_file.read_text().strip()):
+            assert head.poll() is None and time.monotonic() < deadline, "ray start did not bring the head up"
+            time.sleep(0.5)
+        address = address_file.read_text().strip()
+        yield address, {**env, "RAY_ADDRESS": address}
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(10)
+        except subprocess.TimeoutExpired:  # `ray start --block` outlives its children's SIGTERM
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+def _probe(env: dict[str, str], *overrides: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _PROBE, *overrides], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=180, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_local_run_never_joins_a_running_cluster_and_auto_does_and_says_so(
+        started_cluster: tuple[str, dict[str, str]]) -> None:
+    address, env = started_cluster
+    local = _probe(env, "ray.num_cpus=2")
+    assert local["gcs"] != address and local["line"] is None  # a fresh Ray of its own, silently
+    assert (local["cpus"], local["nodes"]) == (2, 1)
+
+    joined = _probe(env, "ray.address=auto")
+    assert joined["gcs"] == address and joined["cpus"] == 1
+    assert joined["line"] == f"ray: joined the cluster at {address} (ray.address=auto): 1 CPU on 1 node"
