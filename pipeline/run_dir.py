@@ -133,9 +133,7 @@ def _absolute(config: Config) -> Config:
 
 
 def _write_config(paths: RunPaths, config: Config) -> None:
-    tmp = paths.config.with_name(f"{paths.config.name}.tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, paths.config)
+    write_text_atomically(paths.config, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def resume_run_dir(out_dir: Path) -> Config:
