@@ -60,7 +60,8 @@ from pipeline.run_dir import write_json
 from spaces.arch import Arch
 from spaces.modules import ChildNet
 from spaces.atomic import write_atomically
-from spaces.search import CheckpointError, average_buffers, evaluate, train_epoch
+from spaces.search import CheckpointError
+from spaces.training import average_buffers, evaluate, recalibrate_bn, train_epoch
 from spaces.supernet import resize_input
 
 __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
@@ -72,6 +73,7 @@ ASHA_REDUCTION_FACTOR = 2
 CHECKPOINT_FORMAT = "autospace-retrain-checkpoint/1"
 FAULT_ENV = "AUTOSPACE_RETRAIN_FAULT_EPOCH"
 METRIC = "val_accuracy"
+PRECISE_BN_IMAGES = 2048  # training images the final model's BN statistics are re-estimated on
 
 
 @dataclass(frozen=True)
@@ -396,6 +398,8 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             write_atomically(checkpoint, lambda temp: torch.save(state, temp))
             if loop_config["fault_epoch"] == str(training.epoch):
                 fail_once(storage / "fault-injected")
+    # Precise BN: statistics of the final weights, not a running average over the last epochs' weights.
+    recalibrate_bn(training.net, x[:PRECISE_BN_IMAGES])
     test_accuracy = evaluate(training.net, x_test, y_test)
     if rank != 0:
         return None

@@ -21,11 +21,9 @@ from spaces.arch import Arch
 from spaces.cost import arch_cost
 from spaces.latency import LatencyTable
 from spaces.supernet import ArchChoice, Supernet, resize_input
-from spaces.training import average_buffers, evaluate
+from spaces.training import CALIBRATION_IMAGES, evaluate, recalibrate_bn
 
-__all__ = ["CALIBRATION_IMAGES", "Candidate", "budget_cost", "derive_on_budget", "inherited_accuracy", "recalibrate_bn"]
-
-CALIBRATION_IMAGES = 512  # training images a child's BN statistics are re-estimated on
+__all__ = ["Candidate", "budget_cost", "derive_on_budget", "inherited_accuracy"]
 
 
 def budget_cost(arch: Arch, metric: str, table: LatencyTable | None = None) -> float:
@@ -49,27 +47,6 @@ class Candidate:
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "cost": self.cost, "accuracy": self.accuracy}
-
-
-def recalibrate_bn(child: nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
-    """Re-estimate a child's BN statistics on ``images`` (its own resolution) with its current weights.
-
-    Shared BN statistics belong to the mixture of children trained through them, and a
-    short fine-tune moves them only part of the way, so a child is evaluated only after
-    this (as once-for-all does). Data-parallel ranks average what they saw.
-    """
-    norms = [(m, m.momentum) for m in child.modules() if isinstance(m, nn.BatchNorm2d)]
-    for module, _ in norms:
-        module.reset_running_stats()
-        module.momentum = None  # cumulative average over the calibration batches
-    child.train()
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            child(images[start:start + batch_size])
-    average_buffers(child)
-    for module, momentum in norms:
-        module.momentum = momentum
-    child.eval()
 
 
 def inherited_accuracy(net: Supernet, choice: ArchChoice, x_train: torch.Tensor, x_val: torch.Tensor,

@@ -43,16 +43,17 @@ from torch import nn
 from spaces.arch import Arch
 from spaces.atomic import write_atomically
 from spaces.cost import Cost, arch_cost
-from spaces.derive import CALIBRATION_IMAGES, Candidate, budget_cost, derive_on_budget, recalibrate_bn
+from spaces.derive import Candidate, budget_cost, derive_on_budget
 from spaces.errors import UserError
 from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
 from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
                              temperature)
-from spaces.training import average_buffers, average_gradients, cycle, evaluate, train_epoch, world
+from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, recalibrate_bn,
+                             train_epoch, world)
 
-__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "average_buffers", "choice_entropy",
-           "cost_aware_loss", "evaluate", "search", "train_epoch"]
+__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "choice_entropy", "cost_aware_loss",
+           "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 

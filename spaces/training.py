@@ -16,7 +16,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["average_buffers", "average_gradients", "batches", "cycle", "evaluate", "train_epoch", "world"]
+__all__ = ["CALIBRATION_IMAGES", "average_buffers", "average_gradients", "batches", "cycle", "evaluate", "recalibrate_bn",
+           "train_epoch", "world"]
+
+
+CALIBRATION_IMAGES = 512  # training images a child's BN statistics are re-estimated on
 
 
 def world() -> tuple[int, int]:
@@ -105,3 +109,25 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: 
     if size > 1:
         dist.all_reduce(correct)
     return (correct[0] / correct[1].clamp(min=1)).item()
+
+
+def recalibrate_bn(child: nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
+    """Re-estimate a child's BN statistics on ``images`` (its own resolution) with its current weights.
+
+    Running statistics lag behind weights that moved fast (a short training), and a
+    supernet's shared statistics belong to the mixture of children trained through
+    them, so a model is evaluated only after this ("precise BN" of pycls; once-for-all
+    does it per child). Data-parallel ranks average what they saw.
+    """
+    norms = [(m, m.momentum) for m in child.modules() if isinstance(m, nn.BatchNorm2d)]
+    for module, _ in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the calibration batches
+    child.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            child(images[start:start + batch_size])
+    average_buffers(child)
+    for module, momentum in norms:
+        module.momentum = momentum
+    child.eval()

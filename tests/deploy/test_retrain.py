@@ -19,7 +19,8 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data import load_dataset
 from spaces.arch import Arch
 from spaces.modules import ChildNet
-from spaces.search import CheckpointError, evaluate
+from spaces.search import CheckpointError
+from spaces.training import evaluate
 from spaces.supernet import resize_input
 
 ARCH = Arch.parse("input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu_nores|ir_k3_s2_e3_c12_relu "
