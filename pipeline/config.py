@@ -81,7 +81,7 @@ class SearchConfig(_Section):
     lr: float = Field(0.05, gt=0, description="SGD learning rate of network weights")
     weight_decay: float = Field(4e-5, ge=0)
     arch_lr: float = Field(0.01, gt=0, description="Adam learning rate of architecture parameters")
-    cost_loss: Literal["fbnet", "hinge"] = "fbnet"
+    cost_loss: Literal["fbnet", "hinge"] = "hinge"
     cost_beta: float = Field(0.6, ge=0, description="beta of CE*(log cost/log target)^beta")
     cost_lambda: float = Field(1.0, ge=0, description="lambda of CE + lambda*relu(cost/target - 1)")
     tau_start: float = Field(5.0, gt=0, description="Gumbel-softmax temperature at the start")

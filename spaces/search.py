@@ -75,7 +75,7 @@ class SearchSettings:
     lr: float = 0.05
     weight_decay: float = 4e-5
     arch_lr: float = 0.01
-    cost_loss: Literal["fbnet", "hinge"] = "fbnet"
+    cost_loss: Literal["fbnet", "hinge"] = "hinge"
     cost_beta: float = 0.6
     cost_lambda: float = 1.0
     tau_start: float = 5.0
