@@ -95,8 +95,11 @@ class Tracker:
                 space_metrics |= {"fitness": entry["reward"], "val_accuracy": result["val_accuracy"],
                                   "madds": result["madds"], "params": result["params"],
                                   "search_wall_seconds": result.get("wall_seconds", 0.0)}
-                space_metrics |= {k: result[k] for k in ("predicted_latency_ms", "expected_latency_ms")
+                space_metrics |= {k: result[k] for k in ("predicted_latency_ms", "expected_latency_ms",
+                                                          "expected_madds", "expected_params")
                                   if result.get(k) is not None}
+                if result.get("entropy"):
+                    space_metrics["choice_entropy"] = result["entropy"]["mean"]
                 self.client.set_tag(space_run, "autospace.arch", result["arch"])
                 self.client.log_dict(space_run, {"arch": result["arch"], "choice": result.get("choice")},
                                      "derived_arch.json")

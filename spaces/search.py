@@ -284,7 +284,6 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
 
         train_loss = train_epoch(weights_forward, weights, w_opt, data.x_train, data.y_train, settings.batch_size,
                                  data_order, before_step=after_weight_step)
-        step = (epoch + 1) * steps_per_epoch
         for p in arch_params:  # relaxed weight steps leave gradients on the logits; they must not leak
             p.grad = None
         average_buffers(net)
