@@ -19,7 +19,7 @@ supernet on the packaged default space this times, interleaved in every round:
 Median over rounds; ``ratio`` is each step's median over the child's. Memory is
 the bytes autograd saves for backward (:func:`benchmarks.measure.saved_bytes`).
 
-    PYTHONPATH=. python benchmarks/bench_supernet_step.py [--rounds 15] [--batch 128] [--threads 1]
+    PYTHONPATH=. python benchmarks/bench_supernet_step.py [--rounds 15] [--batch 128] [--threads 1] [--supernets densenas]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--supernets", nargs="+", choices=list(SUPERNETS), default=list(SUPERNETS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -84,8 +85,8 @@ def main() -> None:
     y = torch.randint(0, space.num_classes, (args.batch,))
     print(f"space {space.name} (10^{space.log10_cardinality:.1f} archs), batch {args.batch}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds")
-    for name, cls in SUPERNETS.items():
-        net = cls(space)
+    for name in args.supernets:
+        net = SUPERNETS[name](space)
         variants, child, choice = steps(net, x, y)
         optimizer = torch.optim.SGD([*net.parameters(), *child.parameters()], lr=1e-3, momentum=0.9)
 
