@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "OUT/scheduled/<UTC stamp>; an interrupted run is resumed by the next tick. See docs/schedule.md.")
     _add_config_arguments(schedule_parser)
     when = schedule_parser.add_mutually_exclusive_group(required=True)
-    when.add_argument("--cron", help='five-field cron expression in UTC, e.g. "0 3 * * *"')
+    when.add_argument("--cron", help='cron expression in UTC, e.g. "0 3 * * *", "0 */6 * * mon-fri" or @daily')
     when.add_argument("--once", action="store_true", help="one scheduled run now (for cron/systemd/K8s)")
     schedule_parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     schedule_parser.set_defaults(func=schedule)
