@@ -12,6 +12,7 @@ import sys
 from deploy import cli as deploy_cli
 from pipeline import cost_cli, run_cli
 from pipeline.data import cli as data_cli
+from pipeline.quiet import quiet_third_party
 from spaces.errors import UserError
 
 __all__ = ["main", "build_parser", "USER_ERRORS"]
@@ -30,11 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(commands)
     cost_cli.register(commands)
     deploy_cli.register(commands)
+    for command in commands.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="show third-party warnings and logs (Ray, MLflow, torch deprecations)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_third_party(args.verbose)
     try:
         return args.func(args)
     except USER_ERRORS as err:

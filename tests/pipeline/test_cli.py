@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.tables import arch_id
 from spaces.interchange import reference_models
 
 SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "paper_models.json"
@@ -77,9 +78,12 @@ def test_status_calls_the_evolution_best_an_arch_not_the_champion(tmp_path: Path
     history = [{"best_reward": 0.5, "champion": "older"}, {"best_reward": 0.75, "champion": best}]
     (tmp_path / "evolution.json").write_text(json.dumps({"history": history}))  # the state's key, as old runs wrote it
     assert main(["status", str(tmp_path)]) == 0
-    header, _, row = capsys.readouterr().out.splitlines()[:3]
-    assert "best arch" in header and "champion" not in header  # "champion" is the registry alias only
-    assert "2/3" in row and "0.7500" in row and best in row
+    lines = {line[:17].strip(): line[17:] for line in capsys.readouterr().out.splitlines()}
+    assert "best arch" in lines and "champion" not in str(lines)  # "champion" is the registry alias only
+    assert lines["generations done"] == "2/3" and lines["trials running"] == "2"
+    assert lines["best fitness"] == "0.7500" and lines["best arch"].startswith(arch_id(best) + "  ")
+    assert main(["status", str(tmp_path), "--wide"]) == 0
+    assert best in capsys.readouterr().out
     assert main(["status", str(tmp_path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["best_arch"] == best and "champion" not in info and info["best_fitness"] == 0.75
@@ -101,14 +105,21 @@ def test_search_command_writes_result_and_resumes(tiny_dataset: Path, tmp_path: 
     args = ["search", "--space", str(space_file), "--out", str(tmp_path / "run"), "--set", f"data.path={tiny_dataset}",
             "--set", "search.epochs=2", "--set", "search.batch_size=64", "--set", "budget.target=3e5"]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     result = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
     arch = Arch.parse(result["arch"])
     searched_space = SearchSpace.load(tmp_path / "run" / "search" / "space.yaml")
     assert searched_space.contains(arch) and searched_space.resolutions == (8, 12)
-    assert result["arch"] in out and len(result["history"]) == 2
+    assert len(result["history"]) == 2
+    table = captured.out.splitlines()[:3]
+    assert arch_id(result["arch"]) in table[2] and all(len(line) <= 100 for line in table)
+    # not a terminal: one progress line per epoch, no bar redraws
+    progress = captured.err.splitlines()
+    assert "\r" not in captured.err and [line.split()[2] for line in progress] == ["1/2", "2/2"]
+    assert all(line.split()[1] == "search" and "loss=" in line for line in progress)
     # a second call finds the finished checkpoint and reproduces the result without training again
-    assert main(args) == 0
+    assert main([*args, "--wide"]) == 0
+    assert result["arch"] in capsys.readouterr().out.splitlines()[2]
     again = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
     assert again["arch"] == result["arch"] and again["history"] == result["history"]
 
