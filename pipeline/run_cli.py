@@ -55,6 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     when.add_argument("--once", action="store_true", help="one scheduled run now (for cron/systemd/K8s)")
     schedule_parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     schedule_parser.set_defaults(func=schedule)
+    report_parser = subparsers.add_parser(
+        "report", help="write the run's self-contained report.html (plots, heat maps, diagram)",
+        description="Reads the run directory (a finished run or one in progress) and writes one HTML file with "
+                    "inline SVG: reward per generation, cell fitness per layer over the generations, accuracy vs "
+                    "cost, the best architecture as a diagram, predicted vs measured latency, registry decisions.")
+    report_parser.add_argument("out", type=Path, help="the run directory")
+    report_parser.add_argument("--output", type=Path, default=None, help="where to write (default OUT/report.html)")
+    report_parser.set_defaults(func=report)
     search_parser = subparsers.add_parser(
         "search", help="one differentiable supernet search in this process",
         description="Search the configured space (or --space) once; resumes from OUT/search/checkpoint.pt.")
@@ -199,4 +207,11 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(format_status(args.out, info, config.evolution.generations, args.wide))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from pipeline.run_report import write_report  # matplotlib loads only for this command
+
+    print(f"report: {write_report(args.out, args.output)}")
     return 0

@@ -68,7 +68,8 @@ def format_run_summary(summary: dict[str, Any], out_dir: Path, wide: bool = Fals
         parts += ["", deployed]
     mlflow = summary["mlflow"]
     parts += ["", f"run directory: {out_dir}",
-              "  summary.json (full arch strings), pareto.png" if not wide else "  summary.json, pareto.png",
+              "  report.html, summary.json (full arch strings), pareto.png" if not wide else
+              "  report.html, summary.json, pareto.png",
               f"mlflow run {mlflow['run_id']} in {mlflow['tracking_uri']}"]
     return "\n".join(parts)
 

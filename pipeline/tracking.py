@@ -127,6 +127,10 @@ class Tracker:
         for path in files:
             self.client.log_artifact(self.parent_run_id, str(path))
 
+    def log_report(self, path: Path) -> None:
+        """The run's ``report.html`` on the parent run; logging it again replaces the earlier copy."""
+        self.client.log_artifact(self.parent_run_id, str(path))
+
     def finish(self, deployed: dict[str, Any] | None = None) -> None:
         """Close the pipeline run (after the deploy stage, whose record it keeps)."""
         if deployed is not None:
