@@ -12,11 +12,21 @@ from typing import Any
 
 from pipeline.tables import arch_label, format_table, human
 
-__all__ = ["format_deploy", "format_generations", "format_run_summary", "format_status", "fmt"]
+__all__ = ["experiment_page", "format_deploy", "format_generations", "format_run_summary", "format_status", "fmt"]
 
 
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def experiment_page(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI address of the experiment's training runs.
+
+    MLflow 3.17's UI picks its view from a workflow switch (GenAI by default, kept in
+    the browser) before the experiment's ``mlflow.experimentKind`` tag;
+    ``workflowType=machine_learning`` in the address opens the runs whatever the switch says.
+    """
+    return f"{server}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def _resolution(arch: str) -> str:
@@ -70,7 +80,8 @@ def format_run_summary(summary: dict[str, Any], out_dir: Path, wide: bool = Fals
     parts += ["", f"run directory: {out_dir}",
               "  report.html, summary.json (full arch strings), pareto.png" if not wide else
               "  report.html, summary.json, pareto.png",
-              f"mlflow run {mlflow['run_id']} in {mlflow['tracking_uri']}"]
+              f"mlflow run {mlflow['run_id']} in {mlflow['tracking_uri']}",
+              f"  in `mlflow ui`: {experiment_page(mlflow['experiment_id'])}"]
     return "\n".join(parts)
 
 

@@ -41,7 +41,7 @@ def _summary(out: Path) -> dict:
             "generations": [{"generation": g, "best_fitness": 0.8, "mean_fitness": 0.7, "champion": LONG}
                             for g in range(3)],
             "pareto_front": [cheap, point],
-            "mlflow": {"run_id": "0" * 32, "tracking_uri": f"sqlite:///{out}/mlflow.db"},
+            "mlflow": {"run_id": "0" * 32, "experiment_id": "1", "tracking_uri": f"sqlite:///{out}/mlflow.db"},
             "deploy": {"models": [model, {**model, "arch": OTHER, "version": "4",
                                           "promotion": {"decision": "kept", "reasons": []}}]}}
 
