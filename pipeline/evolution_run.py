@@ -47,7 +47,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.latency_table import predict_latency, table_file
 from pipeline.ray_eval import evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
-from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, resume_run_dir, write_json
+from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, record_driver, resume_run_dir, write_json
 from pipeline.run_report import write_report
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
@@ -232,6 +232,7 @@ def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll
         check_new_run(config)  # also imports the default data set, once, before any worker needs it
         config = prepare_run_dir(config)
     dataset_info(config)
+    record_driver(config.out_dir)  # before Ray starts: a run that dies from here on shows as stopped
     joined = ensure_ray(config)
     if joined is not None and on_cluster is not None:
         on_cluster(joined)

@@ -92,6 +92,12 @@ def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: b
     total = live.get("generations", generations)
     phase = "finished" if info["finished"] else live.get("phase", "not started")
     trials = live.get("running_trials", 0)
+    driver = live.get("driver") or {}
+    if info.get("alive") is False:  # the status file still says what the dead process was doing
+        phase = f"stopped (process {driver['pid']} is gone, was: {phase}); continue: autospace resume {out_dir}"
+        trials = 0
+    elif info.get("alive") is None and driver and not info["finished"]:
+        phase += f" (on {driver.get('host')}, process {driver.get('pid')}: not checked from here)"
     lines = {"run": str(out_dir), "phase": phase,
              "generations done": f"{info['generations_done']}/{total}",
              "trials running": str(trials),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,50 @@ def test_cost_refuses_malformed_files_in_one_line(tmp_path: Path, content: bytes
     assert main(["cost", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1 and len(err) < 600
+
+
+def _status_lines(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    return {line[:17].strip(): line[17:] for line in capsys.readouterr().out.splitlines()}
+
+
+def test_status_of_a_run_whose_process_died_says_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from pipeline.run_dir import record_driver
+
+    (tmp_path / "config.yaml").write_text("{}")
+    (tmp_path / "status.json").write_text(json.dumps({"phase": "evolution", "generations": 3, "running_trials": 2}))
+    record_driver(tmp_path)  # this process: alive
+    assert main(["status", str(tmp_path)]) == 0
+    lines = _status_lines(capsys)
+    assert lines["phase"] == "evolution" and lines["trials running"] == "2"
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alive"] is True
+
+    # a real process that ran the run and is gone
+    dead = subprocess.run([sys.executable, "-c", "from pathlib import Path; from pipeline.run_dir import "
+                           f"record_driver; record_driver(Path({str(tmp_path)!r}))"], check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert dead.returncode == 0
+    pid = json.loads((tmp_path / "status.json").read_text())["driver"]["pid"]
+    assert main(["status", str(tmp_path)]) == 0
+    lines = _status_lines(capsys)
+    assert lines["phase"].startswith(f"stopped (process {pid} is gone, was: evolution)")
+    assert f"autospace resume {tmp_path}" in lines["phase"] and lines["trials running"] == "0"
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alive"] is False
+
+    # this pid, but a process started at another time: a reused pid is not the run
+    status = json.loads((tmp_path / "status.json").read_text())
+    status["driver"] = {**status["driver"], "pid": os.getpid()}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alive"] is False
+
+    # another host: not checkable from here, and said so
+    status["driver"] = {"pid": 1, "host": socket.gethostname() + "-elsewhere", "start": 1}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    assert main(["status", str(tmp_path)]) == 0
+    assert "-elsewhere, process 1: not checked from here" in _status_lines(capsys)["phase"]
