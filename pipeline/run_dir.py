@@ -56,6 +56,7 @@ def _read_json(path: Path, kind: type, fix: str) -> Any:
 
 
 _STATUS_FIX = "delete it (the run rewrites it)"
+PROMOTIONS = "promotions.jsonl"  # every promotion decision, appended by the deploy stage and `autospace promote`
 _STATE_FIX = "restore it from a copy of the run, or start over with `autospace run --out NEW_DIR`"
 _SUMMARY_FIX = "delete it to redo the final search on resume"
 _RUN_FIX = "restore it, or delete it to track the resumed run as a new MLflow run"
@@ -90,7 +91,27 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "best_arch": history[-1]["champion"] if history else None,  # the elite's best; not the registry's champion
         "finished": finished,
         "alive": None if finished else _driver_alive(status.get("driver")),
+        "registry_champion": _logged_champion(paths.root / PROMOTIONS),
     }
+
+
+def _logged_champion(path: Path) -> dict[str, Any] | None:
+    """The version the last logged promotion gave the champion alias (``promote --force`` included).
+
+    None without a log; ``{"version": None}`` when decisions were logged but none promoted.
+    """
+    if not path.exists():
+        return None
+    champion: dict[str, Any] = {"version": None}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            decision = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{path} line {number} is not JSON; it is the promotion log, restore or delete it") \
+                from None
+        if isinstance(decision, dict) and decision.get("promoted"):
+            champion = {k: decision.get(k) for k in ("name", "version", "decision", "time")}
+    return champion
 
 
 def record_driver(out_dir: Path) -> None:

@@ -104,4 +104,9 @@ def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: b
              "best fitness": fmt(info["best_fitness"]),
              "best arch": arch_label(info["best_arch"], wide)
              + ("" if wide or not info["best_arch"] else "  (full string: --wide or --json)")}
-    return "\n".join(f"{key:<17}{value}" for key, value in lines.items())
+    champion = info.get("registry_champion")
+    if champion is not None:  # the registry's alias, not the evolution's best: they often differ
+        lines["registry champion"] = (
+            f"{champion['name']} v{champion['version']} ({champion['decision']} {champion['time']})"
+            if champion["version"] else "none: no version passed the promotion rule (see autospace promote)")
+    return "\n".join(f"{key:<19}{value}" for key, value in lines.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ from pipeline.tables import arch_id
 from spaces.interchange import reference_models
 
 SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "paper_models.json"
+
+
+def _status_lines(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """``autospace status`` output as {key: value}: keys are words with single spaces, then 2+ spaces."""
+    return dict(re.split(r" {2,}", line, maxsplit=1) for line in capsys.readouterr().out.splitlines())
 
 
 def test_cost_json_on_the_packaged_reference_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,7 +85,7 @@ def test_status_calls_the_evolution_best_an_arch_not_the_champion(tmp_path: Path
     history = [{"best_reward": 0.5, "champion": "older"}, {"best_reward": 0.75, "champion": best}]
     (tmp_path / "evolution.json").write_text(json.dumps({"history": history}))  # the state's key, as old runs wrote it
     assert main(["status", str(tmp_path)]) == 0
-    lines = {line[:17].strip(): line[17:] for line in capsys.readouterr().out.splitlines()}
+    lines = _status_lines(capsys)
     assert "best arch" in lines and "champion" not in str(lines)  # "champion" is the registry alias only
     assert lines["generations done"] == "2/3" and lines["trials running"] == "2"
     assert lines["best fitness"] == "0.7500" and lines["best arch"].startswith(arch_id(best) + "  ")
@@ -175,10 +181,6 @@ def test_cost_refuses_malformed_files_in_one_line(tmp_path: Path, content: bytes
     assert expected in err and err.count("\n") == 1 and len(err) < 600
 
 
-def _status_lines(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
-    return {line[:17].strip(): line[17:] for line in capsys.readouterr().out.splitlines()}
-
-
 def test_status_of_a_run_whose_process_died_says_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
     import subprocess
@@ -220,3 +222,24 @@ def test_status_of_a_run_whose_process_died_says_stopped(tmp_path: Path, capsys:
     (tmp_path / "status.json").write_text(json.dumps(status))
     assert main(["status", str(tmp_path)]) == 0
     assert "-elsewhere, process 1: not checked from here" in _status_lines(capsys)["phase"]
+
+
+def test_status_names_the_registry_champion_apart_from_the_best_arch(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = Path(shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run", tmp_path / "r"))
+    assert main(["status", str(run)]) == 0
+    lines = _status_lines(capsys)
+    assert lines["phase"] == "finished" and lines["best arch"].startswith("55d90793")
+    # the quick-start promoted v1, then v2 (more accurate, cheaper): v2 holds the alias
+    assert lines["registry champion"].startswith("autospace-model v2 (promoted 2026-12-02T19:41:43")
+    assert main(["status", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["registry_champion"]["version"] == "2"
+    kept = [json.loads(line) for line in (run / "promotions.jsonl").read_text().splitlines()]
+    (run / "promotions.jsonl").write_text("".join(json.dumps({**d, "promoted": False}) + "\n" for d in kept))
+    assert main(["status", str(run)]) == 0
+    assert _status_lines(capsys)["registry champion"].startswith("none: no version passed the promotion rule")
+    (run / "promotions.jsonl").write_text("{not json\n")
+    assert main(["status", str(run)]) == 2
+    assert "promotions.jsonl line 1 is not JSON" in capsys.readouterr().err
