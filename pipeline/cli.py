@@ -31,10 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(commands)
     cost_cli.register(commands)
     deploy_cli.register(commands)
-    for command in commands.choices.values():
-        command.add_argument("--verbose", action="store_true",
-                             help="show third-party warnings and logs (Ray, MLflow, torch deprecations)")
+    _add_verbose(parser)
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``--verbose`` on every command that runs (``data import`` too), where users type it: after the command."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        parser.add_argument("--verbose", action="store_true",
+                            help="show third-party warnings and logs (Ray, MLflow, torch deprecations)")
+    for group in groups:
+        for command in group.choices.values():
+            _add_verbose(command)
 
 
 def main(argv: list[str] | None = None) -> int:

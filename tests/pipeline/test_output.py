@@ -9,7 +9,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import pytest
 import torch
 
 from pipeline.progress import Progress
@@ -129,3 +128,20 @@ def test_resume_off_a_terminal_without_and_with_verbose(tiny_dataset: Path, tmp_
     assert len(progress) == len(set(line.split("] ", 1)[1] for line in progress))  # each state once
     for line in quiet.stdout.splitlines():
         assert len(line.replace(str(run), "")) <= TABLE_WIDTH, line
+
+
+def test_every_command_takes_verbose_after_its_name() -> None:
+    import argparse
+
+    from pipeline.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], object]]:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [(path, parser)]
+        return [leaf for g in groups for name, sub in g.choices.items() for leaf in leaves(sub, (*path, name))]
+
+    found = leaves(build_parser(), ())
+    assert {path for path, _ in found} >= {("run",), ("status",), ("report",), ("data", "import"), ("predict",)}
+    for path, parser in found:
+        assert any("--verbose" in action.option_strings for action in parser._actions), path
