@@ -243,3 +243,21 @@ def test_status_names_the_registry_champion_apart_from_the_best_arch(tmp_path: P
     (run / "promotions.jsonl").write_text("{not json\n")
     assert main(["status", str(run)]) == 2
     assert "promotions.jsonl line 1 is not JSON" in capsys.readouterr().err
+
+
+def test_status_shows_the_runs_best_once_the_final_search_found_it(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = Path(shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run", tmp_path / "r"))
+    summary = json.loads((run / "summary.json").read_text())
+    final = summary["final_search"]
+    summary["best"] = {**summary["best"], "arch": final["arch"], "fitness": 0.99, "from": "final search"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["status", str(run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["best_arch"] == final["arch"] and info["best_fitness"] == 0.99
+    (run / "summary.json").unlink()  # before the final search: the evolution's best so far
+    assert main(["status", str(run), "--json"]) == 0
+    history = json.loads((run / "evolution.json").read_text())["history"]
+    assert json.loads(capsys.readouterr().out)["best_arch"] == history[-1]["champion"]
