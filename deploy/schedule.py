@@ -20,12 +20,14 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from cronsim import CronSim, CronSimError
+
 from pipeline.run_dir import write_json
-from spaces.errors import UserError
+from spaces.errors import UserError, cut
 
 __all__ = ["CronSchedule", "CronError", "ScheduleLockedError", "schedule_lock", "run_tick", "run_forever"]
 
@@ -38,69 +40,60 @@ class ScheduleLockedError(UserError):
     """Another scheduled run holds the lock."""
 
 
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
-
-
-def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        body, _, step_text = part.partition("/")
-        try:
-            step = int(step_text) if step_text else 1
-            if body == "*":
-                start, end = low, high
-            elif "-" in body:
-                start, end = (int(v) for v in body.split("-", 1))
-            else:
-                start = end = int(body)
-        except ValueError:
-            raise CronError(f"{name} field {text!r}: use numbers, '*', 'a-b', 'a,b' or '*/n'") from None
-        if step < 1 or not low <= start <= end <= high:
-            raise CronError(f"{name} field {text!r}: values must lie in {low}-{high} (steps >= 1)")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
+# cron's nicknames (Vixie cron, crontab(5)); cronsim parses only the five fields they stand for
+_NICKNAMES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+              "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+# cronsim's "Bad <field>" names, in field order, and what each field allows
+_FIELDS = {"minute": ("minute", "0-59"),
+           "hour": ("hour", "0-23"),
+           "day-of-month": ("day of month", "1-31 (a day the months given have), L, LW"),
+           "month": ("month", "1-12 or JAN-DEC"),
+           "day-of-week": ("day of week", "0-7 or SUN-SAT (0 and 7 = Sunday), d#n, dL")}
+_SYNTAX = "'*', 'a-b', 'a,b', '*/n' or 'a-b/n' with n >= 1"
 
 
 @dataclass(frozen=True)
 class CronSchedule:
-    """A standard five-field cron expression (minute hour day-of-month month day-of-week, 0 = Sunday), UTC."""
+    """A standard five-field cron expression (minute hour day-of-month month day-of-week) or a nickname, UTC.
+
+    Parsed and evaluated by ``cronsim`` (names, ranges with steps, ``L``, ``#``, and
+    cron's rule that when both day fields are restricted either may match);
+    ``@daily`` and the other nicknames stand for their five fields.
+    """
 
     expression: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]
-    any_day: bool
-    any_weekday: bool
+    fields: str  # the five fields the expression stands for
 
     @classmethod
     def parse(cls, expression: str) -> CronSchedule:
-        parts = expression.split()
+        fields = _NICKNAMES.get(expression.strip().lower(), expression)
+        parts = fields.split()
         if len(parts) != 5:
-            raise CronError(f"cron expression {expression!r} needs 5 fields (minute hour day month weekday), "
-                            f"got {len(parts)}")
-        sets = [_parse_field(p, *spec) for p, spec in zip(parts, _FIELDS)]
-        return cls(expression, *sets, any_day=parts[2] == "*", any_weekday=parts[4] == "*")
-
-    def matches(self, moment: datetime) -> bool:
-        # cron's rule: when both day fields are restricted, either may match
-        day_ok = moment.day in self.days
-        weekday_ok = (moment.isoweekday() % 7) in self.weekdays
-        if self.any_day or self.any_weekday:
-            day = day_ok and weekday_ok
-        else:
-            day = day_ok or weekday_ok
-        return day and moment.minute in self.minutes and moment.hour in self.hours and moment.month in self.months
+            raise CronError(f"cron expression {cut(expression)!r} needs 5 fields (minute hour day month weekday) "
+                            f"or one of {', '.join(_NICKNAMES)}, got {len(parts)} fields")
+        try:
+            next(CronSim(fields, datetime(2000, 1, 1, tzinfo=timezone.utc)))
+        except CronSimError as err:
+            raise _field_error(str(err), parts) from None
+        except StopIteration:  # cronsim looks 50 years ahead; every real schedule repeats well within that
+            raise CronError(f"cron expression {cut(expression)!r} never matches") from None
+        return cls(expression, " ".join(parts))
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first matching minute strictly after ``moment`` (searched minute by minute, within 5 years)."""
-        candidate = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        for _ in range(5 * 366 * 24 * 60):
-            if self.matches(candidate):
-                return candidate
-            candidate += timedelta(minutes=1)
-        raise CronError(f"cron expression {self.expression!r} never matches")
+        """The first matching minute strictly after ``moment`` (UTC; a naive moment is taken as UTC)."""
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return next(CronSim(self.fields, moment.astimezone(timezone.utc)))
+
+
+def _field_error(message: str, parts: list[str]) -> CronError:
+    """cronsim's ``Bad <field>`` as a message that quotes the user's field and what it allows."""
+    name = message.removeprefix("Bad ").strip()
+    if name not in _FIELDS:  # not a per-field message: pass cronsim's own words on
+        return CronError(f"cron expression {cut(' '.join(parts))!r}: {message}")
+    index = list(_FIELDS).index(name)
+    label, allowed = _FIELDS[name]
+    return CronError(f"{label} field {cut(parts[index])!r}: allowed values {allowed}, combined as {_SYNTAX}")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import sys
 from deploy import cli as deploy_cli
 from pipeline import cost_cli, run_cli
 from pipeline.data import cli as data_cli
+from pipeline.quiet import quiet_third_party
 from spaces.errors import UserError
 
 __all__ = ["main", "build_parser", "USER_ERRORS"]
@@ -30,11 +31,24 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(commands)
     cost_cli.register(commands)
     deploy_cli.register(commands)
+    _add_verbose(parser)
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``--verbose`` on every command that runs (``data import`` too), where users type it: after the command."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        parser.add_argument("--verbose", action="store_true",
+                            help="show third-party warnings and logs (Ray, MLflow, torch deprecations)")
+    for group in groups:
+        for command in group.choices.values():
+            _add_verbose(command)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_third_party(args.verbose)
     try:
         return args.func(args)
     except USER_ERRORS as err:

@@ -20,6 +20,7 @@ Run directory::
     final/             the final search in the learned space
     latency_table.<runtime>.json  the run's per-op latency table (budget.latency_runtime, batch 1)
     summary.json, pareto.png
+    report.html        the run's report (``autospace report``), rewritten after every generation and at the end
 
 Crash safety: the state is saved before the generation is logged, and logging
 is idempotent (a generation found in MLflow is not logged again); a generation
@@ -46,7 +47,8 @@ from pipeline.config import Config, ConfigError
 from pipeline.latency_table import predict_latency, table_file
 from pipeline.ray_eval import evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
-from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, resume_run_dir, write_json
+from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, record_driver, resume_run_dir, write_json
+from pipeline.run_report import write_report
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
@@ -126,7 +128,12 @@ class EvolutionRunner:
             evolution.save(paths.state)
             self._log_generation(evolution.history[-1], evolution, tracker)
             self._set_status(running_trials=0, generations_done=evolution.generation)
+            self._refresh_report(tracker)
         return self._deploy(self._finish(evolution, tracker, data_path), tracker, data_path)
+
+    def _refresh_report(self, tracker: Tracker) -> None:
+        """Rewrite ``report.html`` from the run directory and log it to the parent run."""
+        tracker.log_report(write_report(self.paths.root))
 
     def _log_missing_generations(self, evolution: Evolution, tracker: Tracker) -> None:
         """On resume: log every finished generation MLflow does not have yet (exactly once across crashes)."""
@@ -175,6 +182,7 @@ class EvolutionRunner:
         }
         write_json(paths.summary, summary)
         tracker.log_summary(summary, [paths.pareto, paths.state])
+        self._refresh_report(tracker)
         return summary
 
     def _deploy(self, summary: dict[str, Any], tracker: Tracker, data_path: Path) -> dict[str, Any]:
@@ -183,8 +191,9 @@ class EvolutionRunner:
         if self.config.retrain.enabled:
             deployed = self.deploy(self.config, summary, data_path, tracker,
                                    on_phase=lambda phase: self._set_status(phase=phase, running_trials=0))
-        tracker.finish(deployed)
         self._set_status(phase="done", running_trials=0)
+        self._refresh_report(tracker)  # with the registry decisions, before the MLflow run closes
+        tracker.finish(deployed)
         return {**summary, "deploy": deployed}
 
 
@@ -223,6 +232,7 @@ def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll
         check_new_run(config)  # also imports the default data set, once, before any worker needs it
         config = prepare_run_dir(config)
     dataset_info(config)
+    record_driver(config.out_dir)  # before Ray starts: a run that dies from here on shows as stopped
     joined = ensure_ray(config)
     if joined is not None and on_cluster is not None:
         on_cluster(joined)

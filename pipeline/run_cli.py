@@ -6,14 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
 from pipeline.config import Config, load_config
 from pipeline.data.cli import format_summary
 from pipeline.latency_table import measure_spaces, table_file
+from pipeline.progress import Progress
 from pipeline.run_dir import check_out_dir, read_run_config, read_status
+from pipeline.run_tables import fmt, format_run_summary, format_status
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
-from pipeline.tables import format_table, human
+from pipeline.tables import arch_label, format_table, human
 from spaces.search import SearchResult, search
 
 __all__ = ["register", "config_from_args", "run_search"]
@@ -26,16 +26,24 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set search.epochs=2 (repeatable)")
 
 
+def _add_wide(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wide", action="store_true",
+                        help="full arch strings in the tables instead of their 8-hex ids")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     run_parser = subparsers.add_parser("run", help="evolve search spaces on Ray (the main job)")
     _add_config_arguments(run_parser)
+    _add_wide(run_parser)
     run_parser.set_defaults(func=run)
     resume_parser = subparsers.add_parser("resume", help="continue an interrupted run where it stopped")
     resume_parser.add_argument("out", type=Path, help="the run directory")
+    _add_wide(resume_parser)
     resume_parser.set_defaults(func=resume)
     status_parser = subparsers.add_parser("status", help="progress of a run: generations done, best so far")
     status_parser.add_argument("out", type=Path, help="the run directory")
     status_parser.add_argument("--json", action="store_true", help="print JSON")
+    _add_wide(status_parser)
     status_parser.set_defaults(func=status)
     schedule_parser = subparsers.add_parser(
         "schedule", help="run the whole pipeline on a cron schedule (foreground), never overlapping",
@@ -43,15 +51,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "OUT/scheduled/<UTC stamp>; an interrupted run is resumed by the next tick. See docs/schedule.md.")
     _add_config_arguments(schedule_parser)
     when = schedule_parser.add_mutually_exclusive_group(required=True)
-    when.add_argument("--cron", help='five-field cron expression in UTC, e.g. "0 3 * * *"')
+    when.add_argument("--cron", help='cron expression in UTC, e.g. "0 3 * * *", "0 */6 * * mon-fri" or @daily')
     when.add_argument("--once", action="store_true", help="one scheduled run now (for cron/systemd/K8s)")
     schedule_parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     schedule_parser.set_defaults(func=schedule)
+    report_parser = subparsers.add_parser(
+        "report", help="write the run's self-contained report.html (plots, heat maps, diagram)",
+        description="Reads the run directory (a finished run or one in progress) and writes one HTML file with "
+                    "inline SVG: reward per generation, cell fitness per layer over the generations, accuracy vs "
+                    "cost, the best architecture as a diagram, predicted vs measured latency, registry decisions.")
+    report_parser.add_argument("out", type=Path, help="the run directory")
+    report_parser.add_argument("--output", type=Path, default=None, help="where to write (default OUT/report.html)")
+    report_parser.set_defaults(func=report)
     search_parser = subparsers.add_parser(
         "search", help="one differentiable supernet search in this process",
         description="Search the configured space (or --space) once; resumes from OUT/search/checkpoint.pt.")
     _add_config_arguments(search_parser)
     search_parser.add_argument("--space", type=Path, default=None, help="search-space YAML/JSON (overrides space.file)")
+    _add_wide(search_parser)
     search_parser.set_defaults(func=run_search_command)
 
 
@@ -82,17 +99,15 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
         table, added = measure_spaces(table_path, config, [space])
         if show_progress:
             print(f"latency table {table_path}: {added} entries measured on {config.budget.latency_runtime}")
-    bar: tqdm | None = None  # appears with the first epoch, so a refused checkpoint's error prints alone
+    bar: Progress | None = None  # appears with the first epoch, so a refused checkpoint's error prints alone
 
     def on_epoch(record: dict) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=settings.epochs, desc="search", unit="epoch", disable=not show_progress)
-        bar.n = record["epoch"] + 1
+            bar = Progress(settings.epochs, "search", "epoch", enabled=show_progress)
         latency = record["expected_latency_ms"]
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", madds=human(record["expected_madds"]),
-                        **({"ms": f"{latency:.3f}"} if latency is not None else {}), tau=f"{record['tau']:.2f}")
-        bar.refresh()
+        bar.update(record["epoch"] + 1, loss=f"{record['train_loss']:.3f}", madds=human(record["expected_madds"]),
+                   **({"ms": f"{latency:.3f}"} if latency is not None else {}), tau=f"{record['tau']:.2f}")
 
     try:
         result = search(space, data, settings, checkpoint=out / "checkpoint.pt", on_epoch=on_epoch,
@@ -105,74 +120,43 @@ def run_search(config: Config, show_progress: bool = True) -> SearchResult:
 
 
 def run_search_command(args: argparse.Namespace) -> int:
-    result = run_search(config_from_args(args))
-    print(format_table(["derived architecture", "MAdds", "params", "predicted ms", "val acc", "seconds"],
-                       [[result.arch.encode(), human(result.cost.madds), human(result.cost.params),
-                         _fmt(result.predicted_latency_ms), f"{result.val_accuracy:.4f}",
+    config = config_from_args(args)
+    result = run_search(config)
+    print(format_table(["derived arch", "MAdds", "params", "predicted ms", "val acc", "seconds"],
+                       [[arch_label(result.arch.encode(), args.wide), human(result.cost.madds),
+                         human(result.cost.params), fmt(result.predicted_latency_ms), f"{result.val_accuracy:.4f}",
                          f"{result.wall_seconds:.0f}"]]))
+    print(f"result (full arch string): {config.out_dir / 'search' / 'result.json'}")
     return 0
 
 
 def _follow(config: Config, resume_run: bool) -> dict:
-    """Run the pipeline with a generation progress bar; returns the summary.
+    """Run the pipeline with generation progress; returns the summary.
 
-    The bar appears with the first status, so input errors found before the run starts
-    print alone.
+    The progress appears with the first status, so input errors found before the run
+    starts print alone.
     """
-    bar: tqdm | None = None
+    bar: Progress | None = None
 
     def on_status(status: dict) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=config.evolution.generations, desc="generations", unit="gen")
-        bar.n = status["generations_done"]
+            bar = Progress(config.evolution.generations, "generations", "gen")
         live = status["status"]
-        bar.set_postfix(phase=live.get("phase", "starting"), trials=live.get("running_trials", 0),
-                        best=f"{status['best_fitness']:.4f}" if status["best_fitness"] is not None else "-")
-        bar.refresh()
+        bar.update(status["generations_done"], phase=live.get("phase", "starting"),
+                   trials=live.get("running_trials", 0),
+                   best=f"{status['best_fitness']:.4f}" if status["best_fitness"] is not None else "-")
 
     # Ray and MLflow load only for commands that use them
     from deploy.stage import deploy_run
     from pipeline.evolution_run import run_pipeline
 
     try:
-        return run_pipeline(config, deploy_run, resume=resume_run, on_status=on_status, on_cluster=tqdm.write)
+        return run_pipeline(config, deploy_run, resume=resume_run, on_status=on_status,
+                            on_cluster=lambda line: print(line, flush=True))
     finally:
         if bar is not None:
             bar.close()
-
-
-def _print_summary(summary: dict, out_dir: Path) -> None:
-    best = summary["best"]
-    print(summary_table_of(summary))
-    print()
-    print(format_table(["Pareto front (val acc vs cost)", "MAdds", "params", "predicted ms", "val acc"],
-                       [[p["arch"], human(p["madds"]), human(p["params"]), _fmt(p.get("predicted_latency_ms")),
-                         f"{p['val_accuracy']:.4f}"] for p in summary["pareto_front"]]))
-    print(f"\nbest: {best['arch']}\n      val acc {best['val_accuracy']:.4f}, {human(best['madds'])} MAdds, "
-          f"{human(best['params'])} params, fitness {best['fitness']:.4f} ({best['from']})")
-    models = (summary.get("deploy") or {}).get("models", [])
-    if models:
-        print()
-        print(format_table(["retrained model", "test acc", "torch ms (b=1)", "predicted", "ONNX ms (b=1)", "version",
-                            "promotion"],
-                           [[m["arch"], f"{m['retrain']['test_accuracy']:.4f}",
-                             _fmt(m["export"]["latency_ms"].get("torch", {}).get("1")),
-                             _fmt(m.get("predicted_latency_ms")),
-                             _fmt(m["export"]["latency_ms"].get("onnxruntime", {}).get("1")), m["version"],
-                             m["promotion"]["decision"]] for m in models]))
-    print(f"summary: {out_dir / 'summary.json'}  plot: {out_dir / 'pareto.png'}  "
-          f"mlflow: {summary['mlflow']['tracking_uri']} run {summary['mlflow']['run_id']}")
-
-
-def summary_table_of(summary: dict) -> str:
-    return format_table(["generation", "best fitness", "mean fitness", "best arch"],
-                        [[g["generation"], _fmt(g["best_fitness"]), _fmt(g["mean_fitness"]), g["champion"] or "-"]
-                         for g in summary["generations"]])
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,14 +165,14 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(info))
     print()
     summary = _follow(config, resume_run=False)
-    _print_summary(summary, config.out_dir)
+    print(format_run_summary(summary, config.out_dir, args.wide))
     return 0
 
 
 def resume(args: argparse.Namespace) -> int:
-    config = read_run_config(args.out)  # the run's own config: its generations size the progress bar
+    config = read_run_config(args.out)  # the run's own config: its generations size the progress
     summary = _follow(config, resume_run=True)
-    _print_summary(summary, args.out)
+    print(format_run_summary(summary, args.out, args.wide))
     return 0
 
 
@@ -222,9 +206,12 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    live = info["status"]
-    print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "best arch"],
-                       [[str(args.out), "finished" if info["finished"] else live.get("phase", "not started"),
-                         f"{info['generations_done']}/{live.get('generations', config.evolution.generations)}",
-                         live.get("running_trials", 0), _fmt(info["best_fitness"]), info["best_arch"] or "-"]]))
+    print(format_status(args.out, info, config.evolution.generations, args.wide))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from pipeline.run_report import write_report  # matplotlib loads only for this command
+
+    print(f"report: {write_report(args.out, args.output)}")
     return 0

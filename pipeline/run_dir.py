@@ -6,6 +6,8 @@ No Ray or MLflow here, so ``autospace status`` answers instantly.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from spaces.atomic import write_text_atomically
 from spaces.errors import cut
 
 __all__ = ["RunPaths", "check_out_dir", "check_resumable", "prepare_run_dir", "read_run_config", "read_status",
-           "resume_run_dir", "write_json"]
+           "record_driver", "resume_run_dir", "write_json"]
 
 
 class RunPaths:
@@ -54,6 +56,7 @@ def _read_json(path: Path, kind: type, fix: str) -> Any:
 
 
 _STATUS_FIX = "delete it (the run rewrites it)"
+PROMOTIONS = "promotions.jsonl"  # every promotion decision, appended by the deploy stage and `autospace promote`
 _STATE_FIX = "restore it from a copy of the run, or start over with `autospace run --out NEW_DIR`"
 _SUMMARY_FIX = "delete it to redo the final search on resume"
 _RUN_FIX = "restore it, or delete it to track the resumed run as a new MLflow run"
@@ -70,17 +73,85 @@ def _history(state: dict[str, Any], path: Path) -> list[dict[str, Any]]:
 
 
 def read_status(out_dir: Path) -> dict[str, Any]:
-    """What ``autospace status`` shows: the saved state's progress and the live status file."""
+    """What ``autospace status`` shows: the saved state's progress, the live status file, and whether it is live.
+
+    ``alive`` is whether the process that runs it (``status.json``'s ``driver``) still
+    exists: False once it died (a crash, a kill, a reboot: the status file then still
+    says what it was doing), None when that cannot be told here (no driver recorded,
+    another host, a finished run).
+    """
     paths = RunPaths(out_dir)
     status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
     history = _history(_read_json(paths.state, dict, _STATE_FIX), paths.state) if paths.state.exists() else []
+    finished = status.get("phase") == "done"
+    best_fitness = max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None)
+    best_arch = history[-1]["champion"] if history else None  # the elite's best; not the registry's champion
+    if paths.summary.exists():  # after the final search: the run's best, which may come from that search
+        best = _read_json(paths.summary, dict, _SUMMARY_FIX).get("best")
+        if isinstance(best, dict) and best.get("arch"):
+            best_fitness, best_arch = best.get("fitness", best_fitness), best["arch"]
     return {
         "status": status,
         "generations_done": len(history),
-        "best_fitness": max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None),
-        "best_arch": history[-1]["champion"] if history else None,  # the elite's best; not the registry's champion
-        "finished": status.get("phase") == "done",
+        "best_fitness": best_fitness,
+        "best_arch": best_arch,
+        "finished": finished,
+        "alive": None if finished else _driver_alive(status.get("driver")),
+        "registry_champion": _logged_champion(paths.root / PROMOTIONS),
     }
+
+
+def _logged_champion(path: Path) -> dict[str, Any] | None:
+    """The version the last logged promotion gave the champion alias (``promote --force`` included).
+
+    None without a log; ``{"version": None}`` when decisions were logged but none promoted.
+    """
+    if not path.exists():
+        return None
+    champion: dict[str, Any] = {"version": None}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            decision = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{path} line {number} is not JSON; it is the promotion log, restore or delete it") \
+                from None
+        if isinstance(decision, dict) and decision.get("promoted"):
+            champion = {k: decision.get(k) for k in ("name", "version", "decision", "time")}
+    return champion
+
+
+def record_driver(out_dir: Path) -> None:
+    """Note this process in ``status.json`` as the one running the run (``autospace status`` checks it)."""
+    paths = RunPaths(out_dir)
+    status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
+    driver = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
+    write_json(paths.status, {**status, "driver": driver})
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks after boot (Linux ``/proc``), so a reused pid is not taken for it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counting from the state after "(comm)"
+
+
+def _driver_alive(driver: Any) -> bool | None:
+    if not isinstance(driver, dict) or not isinstance(driver.get("pid"), int):
+        return None
+    if driver.get("host") != socket.gethostname():
+        return None
+    if Path("/proc/self/stat").exists():
+        start = _process_start(driver["pid"])
+        return start is not None and (driver.get("start") is None or start == driver["start"])
+    try:  # no /proc (macOS): whether the pid exists at all
+        os.kill(driver["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -1,10 +1,19 @@
-"""Plain-text tables for terminal reports (cost tables, run summaries)."""
+"""Plain-text tables for terminal reports (cost tables, run summaries), and short arch ids for them.
+
+An arch string is 150-250 characters; a table with one per row does not fit a
+terminal. Tables show :func:`arch_id` instead (a stable 8-hex digest, the same
+in every command, report and run), the full strings are in the JSON files and
+with ``--wide``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
-__all__ = ["format_table", "human"]
+__all__ = ["TABLE_WIDTH", "arch_id", "arch_label", "format_table", "human"]
+
+TABLE_WIDTH = 100  # what every default table fits
 
 
 def human(value: float | int | None, unit: str = "") -> str:
@@ -15,6 +24,18 @@ def human(value: float | int | None, unit: str = "") -> str:
         if abs(value) >= scale:
             return f"{value / scale:.2f}{suffix}{unit}"
     return f"{value:g}{unit}"
+
+
+def arch_id(arch: str) -> str:
+    """The first 8 hex digits of the arch string's SHA-256: stable across runs, machines and Python versions."""
+    return hashlib.sha256(" ".join(arch.split()).encode()).hexdigest()[:8]
+
+
+def arch_label(arch: str | None, wide: bool = False) -> str:
+    """What a table shows for an architecture: its id, or with ``wide`` the whole string."""
+    if not arch:
+        return "-"
+    return arch if wide else arch_id(arch)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

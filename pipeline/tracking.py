@@ -22,6 +22,11 @@ __all__ = ["Tracker", "tracking_uri"]
 
 PARENT_TAG = "mlflow.parentRunId"
 NAME_TAG = "mlflow.runName"
+# MLflow 3's UI opens an experiment by its kind; untagged, it guesses and shows the GenAI overview ("Traces 0")
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+# per-epoch search records logged as metric histories (step = epoch) on each space's run
+CURVES = ("train_loss", "arch_loss", "expected_madds", "expected_params", "expected_latency_ms", "entropy", "tau")
+_BATCH = 1000  # MLflow's most metrics per log_batch
 
 
 def tracking_uri(config: Config) -> str:
@@ -49,9 +54,12 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(config.mlflow.experiment)
         if experiment is None:
             location = None if config.mlflow.tracking_uri else (config.out_dir / "mlartifacts").resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(config.mlflow.experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(config.mlflow.experiment, artifact_location=location,
+                                                               tags={KIND_TAG: KIND})
         else:
             self.experiment_id = experiment.experiment_id
+            if KIND_TAG not in experiment.tags:  # an experiment made elsewhere: a kind set there is kept
+                self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
         if parent_run_id is None:
             run = self.client.create_run(self.experiment_id, tags={NAME_TAG: config.out_dir.name,
                                                                    "autospace.kind": "pipeline"})
@@ -104,6 +112,7 @@ class Tracker:
                 self.client.log_dict(space_run, {"arch": result["arch"], "choice": result.get("choice")},
                                      "derived_arch.json")
                 self.client.log_dict(space_run, result["probabilities"], "cell_scores.json")
+                self._log_curves(space_run, result.get("history", []))
             self._log_metrics(space_run, space_metrics)
             self.client.log_dict(space_run, space, "space.json")
             self.client.set_terminated(space_run, "FINISHED" if result is not None else "FAILED")
@@ -117,6 +126,13 @@ class Tracker:
         if metrics:
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
 
+    def _log_curves(self, run_id: str, history: list[dict[str, Any]]) -> None:
+        """The search's per-epoch records as ``search_<name>`` metric histories, step = epoch."""
+        metrics = [Metric(f"search_{key}", float(record[key]), 0, record["epoch"])
+                   for record in history for key in CURVES if record.get(key) is not None]
+        for start in range(0, len(metrics), _BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
+
     def log_summary(self, summary: dict[str, Any], files: list[Path]) -> None:
         """Final metrics, the summary and the plots on the parent run."""
         best = summary["best"]
@@ -126,6 +142,10 @@ class Tracker:
         self.client.log_dict(self.parent_run_id, summary, "summary.json")
         for path in files:
             self.client.log_artifact(self.parent_run_id, str(path))
+
+    def log_report(self, path: Path) -> None:
+        """The run's ``report.html`` on the parent run; logging it again replaces the earlier copy."""
+        self.client.log_artifact(self.parent_run_id, str(path))
 
     def finish(self, deployed: dict[str, Any] | None = None) -> None:
         """Close the pipeline run (after the deploy stage, whose record it keeps)."""

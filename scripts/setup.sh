@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up AutoSpace on a fresh machine: system data set (when apt is there), a
+# Set up AutoSpace on a fresh machine: system data set and chromium (when apt is there), a
 # virtual environment in .venv, torch pinned first (an unpinned resolve would
 # fetch a multi-GB CUDA build), then the package with its test extras.
 # Safe to re-run: every step is skipped or quick when already done.
@@ -9,10 +9,21 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "[setup] installing the dataset-fashion-mnist system package"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-    || echo "[setup] dataset-fashion-mnist unavailable: the embedded default falls back to scikit-learn's digits"
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  APT_UPDATED=
+  apt_install() {  # best effort: what is missing only degrades the run or skips tests
+    [ -n "$APT_UPDATED" ] || { apt-get update -qq && APT_UPDATED=1; } \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  }
+  if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    echo "[setup] installing the dataset-fashion-mnist system package"
+    apt_install dataset-fashion-mnist \
+      || echo "[setup] dataset-fashion-mnist unavailable: the embedded default falls back to scikit-learn's digits"
+  fi
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "[setup] installing chromium (headless, for the report's browser test)"
+    apt_install chromium || echo "[setup] chromium unavailable: the report's browser test is skipped"
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

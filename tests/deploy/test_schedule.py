@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,17 +21,44 @@ UTC = timezone.utc
     ("0 0 1 1,7 *", datetime(2026, 2, 1, 0, 0, tzinfo=UTC), datetime(2026, 7, 1, 0, 0, tzinfo=UTC)),
     ("0 12 13 * 5", datetime(2026, 11, 10, 0, 0, tzinfo=UTC), datetime(2026, 11, 13, 12, 0, tzinfo=UTC)),  # 13th or Fri
     ("5-10/5 8 * * *", datetime(2026, 1, 1, 8, 5, tzinfo=UTC), datetime(2026, 1, 1, 8, 10, tzinfo=UTC)),
+    # names, nicknames, steps over ranges, 7 = Sunday, last day of the month, nth weekday
+    ("0 9 * JAN-MAR mon-fri", datetime(2026, 3, 27, 9, 0, tzinfo=UTC), datetime(2026, 3, 30, 9, 0, tzinfo=UTC)),
+    ("@daily", datetime(2026, 1, 1, 3, 0, tzinfo=UTC), datetime(2026, 1, 2, 0, 0, tzinfo=UTC)),
+    ("@hourly", datetime(2026, 1, 1, 3, 0, 30, tzinfo=UTC), datetime(2026, 1, 1, 4, 0, tzinfo=UTC)),
+    ("@weekly", datetime(2026, 11, 25, 0, 0, tzinfo=UTC), datetime(2026, 11, 29, 0, 0, tzinfo=UTC)),  # Sunday
+    ("@monthly", datetime(2026, 1, 31, 0, 0, tzinfo=UTC), datetime(2026, 2, 1, 0, 0, tzinfo=UTC)),
+    ("@yearly", datetime(2026, 6, 1, 0, 0, tzinfo=UTC), datetime(2027, 1, 1, 0, 0, tzinfo=UTC)),
+    ("0 8-18/4 * * *", datetime(2026, 1, 1, 12, 0, tzinfo=UTC), datetime(2026, 1, 1, 16, 0, tzinfo=UTC)),
+    ("0 0 * * 7", datetime(2026, 11, 25, 0, 0, tzinfo=UTC), datetime(2026, 11, 29, 0, 0, tzinfo=UTC)),
+    ("0 0 L 2 *", datetime(2028, 1, 1, 0, 0, tzinfo=UTC), datetime(2028, 2, 29, 0, 0, tzinfo=UTC)),  # leap year
+    ("0 0 * * FRI#1", datetime(2026, 11, 10, 0, 0, tzinfo=UTC), datetime(2026, 12, 4, 0, 0, tzinfo=UTC)),
 ])
 def test_next_after(expression: str, now: datetime, expected: datetime) -> None:
     assert CronSchedule.parse(expression).next_after(now) == expected
 
 
+def test_a_naive_moment_is_utc_and_a_zoned_one_is_converted() -> None:
+    schedule = CronSchedule.parse("0 3 * * *")
+    assert schedule.next_after(datetime(2026, 1, 1, 2, 0)) == datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
+    tokyo = timezone(timedelta(hours=9))
+    assert schedule.next_after(datetime(2026, 1, 1, 11, 0, tzinfo=tokyo)) == datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
+
+
 @pytest.mark.parametrize("expression, message", [
     ("* * * *", "needs 5 fields"),
-    ("60 * * * *", "minute field '60'"),
+    ("0 * * * * *", "needs 5 fields"),  # cronsim's seconds field is not cron's
+    ("@sometimes", "needs 5 fields .* or one of @yearly"),
+    ("60 * * * *", "minute field '60': allowed values 0-59"),
     ("* 24 * * *", "hour field '24'"),
-    ("* * * * mon", "day of week field 'mon'"),
-    ("*/0 * * * *", "steps >= 1"),
+    ("* * 0 * *", "day of month field '0'"),
+    ("0 0 30 2 *", "day of month field '30'"),  # no February has one
+    ("* * * 13 *", "month field '13': allowed values 1-12 or JAN-DEC"),
+    ("* * * * 8", "day of week field '8'"),
+    ("* * * * monday", "day of week field 'monday'"),
+    ("*/0 * * * *", "minute field '\\*/0'.* with n >= 1"),
+    ("*/ * * * *", "minute field '\\*/'"),
+    ("5-1 * * * *", "minute field '5-1'"),
+    ("* , * * *", "hour field ','"),
 ])
 def test_bad_cron_expressions_name_the_field(expression: str, message: str) -> None:
     with pytest.raises(CronError, match=message):

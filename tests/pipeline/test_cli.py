@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from pipeline.cli import main
+from pipeline.tables import arch_id
 from spaces.interchange import reference_models
 
 SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "paper_models.json"
+
+
+def _status_lines(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """``autospace status`` output as {key: value}: keys are words with single spaces, then 2+ spaces."""
+    return dict(re.split(r" {2,}", line, maxsplit=1) for line in capsys.readouterr().out.splitlines())
 
 
 def test_cost_json_on_the_packaged_reference_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,9 +85,12 @@ def test_status_calls_the_evolution_best_an_arch_not_the_champion(tmp_path: Path
     history = [{"best_reward": 0.5, "champion": "older"}, {"best_reward": 0.75, "champion": best}]
     (tmp_path / "evolution.json").write_text(json.dumps({"history": history}))  # the state's key, as old runs wrote it
     assert main(["status", str(tmp_path)]) == 0
-    header, _, row = capsys.readouterr().out.splitlines()[:3]
-    assert "best arch" in header and "champion" not in header  # "champion" is the registry alias only
-    assert "2/3" in row and "0.7500" in row and best in row
+    lines = _status_lines(capsys)
+    assert "best arch" in lines and "champion" not in str(lines)  # "champion" is the registry alias only
+    assert lines["generations done"] == "2/3" and lines["trials running"] == "2"
+    assert lines["best fitness"] == "0.7500" and lines["best arch"].startswith(arch_id(best) + "  ")
+    assert main(["status", str(tmp_path), "--wide"]) == 0
+    assert best in capsys.readouterr().out
     assert main(["status", str(tmp_path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["best_arch"] == best and "champion" not in info and info["best_fitness"] == 0.75
@@ -101,14 +112,21 @@ def test_search_command_writes_result_and_resumes(tiny_dataset: Path, tmp_path: 
     args = ["search", "--space", str(space_file), "--out", str(tmp_path / "run"), "--set", f"data.path={tiny_dataset}",
             "--set", "search.epochs=2", "--set", "search.batch_size=64", "--set", "budget.target=3e5"]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     result = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
     arch = Arch.parse(result["arch"])
     searched_space = SearchSpace.load(tmp_path / "run" / "search" / "space.yaml")
     assert searched_space.contains(arch) and searched_space.resolutions == (8, 12)
-    assert result["arch"] in out and len(result["history"]) == 2
+    assert len(result["history"]) == 2
+    table = captured.out.splitlines()[:3]
+    assert arch_id(result["arch"]) in table[2] and all(len(line) <= 100 for line in table)
+    # not a terminal: one progress line per epoch, no bar redraws
+    progress = captured.err.splitlines()
+    assert "\r" not in captured.err and [line.split()[2] for line in progress] == ["1/2", "2/2"]
+    assert all(line.split()[1] == "search" and "loss=" in line for line in progress)
     # a second call finds the finished checkpoint and reproduces the result without training again
-    assert main(args) == 0
+    assert main([*args, "--wide"]) == 0
+    assert result["arch"] in capsys.readouterr().out.splitlines()[2]
     again = json.loads((tmp_path / "run" / "search" / "result.json").read_text())
     assert again["arch"] == result["arch"] and again["history"] == result["history"]
 
@@ -141,7 +159,7 @@ def test_search_under_a_latency_budget_measures_the_table_first(tiny_dataset: Pa
 def test_fbnet_loss_with_a_sub_microsecond_latency_target_is_a_config_error(
         tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--set", f"data.path={tiny_dataset}", "--set", "budget.metric=latency",
-                 "--set", "budget.target=0.0005"]) == 2
+                 "--set", "budget.target=0.0005", "--set", "search.cost_loss=fbnet"]) == 2  # hinge is the default
     err = capsys.readouterr().err
     assert "budget.target" in err and "hinge" in err
 
@@ -161,3 +179,85 @@ def test_cost_refuses_malformed_files_in_one_line(tmp_path: Path, content: bytes
     assert main(["cost", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1 and len(err) < 600
+
+
+def test_status_of_a_run_whose_process_died_says_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from pipeline.run_dir import record_driver
+
+    (tmp_path / "config.yaml").write_text("{}")
+    (tmp_path / "status.json").write_text(json.dumps({"phase": "evolution", "generations": 3, "running_trials": 2}))
+    record_driver(tmp_path)  # this process: alive
+    assert main(["status", str(tmp_path)]) == 0
+    lines = _status_lines(capsys)
+    assert lines["phase"] == "evolution" and lines["trials running"] == "2"
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alive"] is True
+
+    # a real process that ran the run and is gone
+    dead = subprocess.run([sys.executable, "-c", "from pathlib import Path; from pipeline.run_dir import "
+                           f"record_driver; record_driver(Path({str(tmp_path)!r}))"], check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert dead.returncode == 0
+    pid = json.loads((tmp_path / "status.json").read_text())["driver"]["pid"]
+    assert main(["status", str(tmp_path)]) == 0
+    lines = _status_lines(capsys)
+    assert lines["phase"].startswith(f"stopped (process {pid} is gone, was: evolution)")
+    assert f"autospace resume {tmp_path}" in lines["phase"] and lines["trials running"] == "0"
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alive"] is False
+
+    # this pid, but a process started at another time: a reused pid is not the run
+    status = json.loads((tmp_path / "status.json").read_text())
+    status["driver"] = {**status["driver"], "pid": os.getpid()}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alive"] is False
+
+    # another host: not checkable from here, and said so
+    status["driver"] = {"pid": 1, "host": socket.gethostname() + "-elsewhere", "start": 1}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    assert main(["status", str(tmp_path)]) == 0
+    assert "-elsewhere, process 1: not checked from here" in _status_lines(capsys)["phase"]
+
+
+def test_status_names_the_registry_champion_apart_from_the_best_arch(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = Path(shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run", tmp_path / "r"))
+    assert main(["status", str(run)]) == 0
+    lines = _status_lines(capsys)
+    assert lines["phase"] == "finished" and lines["best arch"].startswith("55d90793")
+    # the quick-start promoted v1, then v2 (more accurate, cheaper): v2 holds the alias
+    assert lines["registry champion"].startswith("autospace-model v2 (promoted 2026-12-02T19:41:43")
+    assert main(["status", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["registry_champion"]["version"] == "2"
+    kept = [json.loads(line) for line in (run / "promotions.jsonl").read_text().splitlines()]
+    (run / "promotions.jsonl").write_text("".join(json.dumps({**d, "promoted": False}) + "\n" for d in kept))
+    assert main(["status", str(run)]) == 0
+    assert _status_lines(capsys)["registry champion"].startswith("none: no version passed the promotion rule")
+    (run / "promotions.jsonl").write_text("{not json\n")
+    assert main(["status", str(run)]) == 2
+    assert "promotions.jsonl line 1 is not JSON" in capsys.readouterr().err
+
+
+def test_status_shows_the_runs_best_once_the_final_search_found_it(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = Path(shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run", tmp_path / "r"))
+    summary = json.loads((run / "summary.json").read_text())
+    final = summary["final_search"]
+    summary["best"] = {**summary["best"], "arch": final["arch"], "fitness": 0.99, "from": "final search"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["status", str(run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["best_arch"] == final["arch"] and info["best_fitness"] == 0.99
+    (run / "summary.json").unlink()  # before the final search: the evolution's best so far
+    assert main(["status", str(run), "--json"]) == 0
+    history = json.loads((run / "evolution.json").read_text())["history"]
+    assert json.loads(capsys.readouterr().out)["best_arch"] == history[-1]["champion"]

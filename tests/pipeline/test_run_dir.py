@@ -42,7 +42,7 @@ def test_resume_of_a_copy_leaves_the_original_untouched(tiny_dataset: Path, tmp_
 
     assert main(["resume", str(copy)]) == 0
     out = capsys.readouterr().out
-    assert f"summary: {copy / 'summary.json'}" in out and str(copy.resolve() / "mlflow.db") in out
+    assert f"run directory: {copy}\n" in out and str(copy.resolve() / "mlflow.db") in out
     assert json.loads((copy / "status.json").read_text())["phase"] == "done"
     assert {p: p.stat().st_mtime_ns for p in original.rglob("*")} == before
     assert main(["status", str(copy), "--json"]) == 0

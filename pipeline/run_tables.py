@@ -1,0 +1,112 @@
+"""The text a finished run prints: generations, Pareto front, best architecture, deployed models, where things are.
+
+Every table fits :data:`~pipeline.tables.TABLE_WIDTH` columns with short arch ids;
+``wide`` puts the full arch strings in the tables instead (``summary.json`` always
+has them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.tables import arch_label, format_table, human
+
+__all__ = ["experiment_page", "format_deploy", "format_generations", "format_run_summary", "format_status", "fmt"]
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def experiment_page(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI address of the experiment's training runs.
+
+    MLflow 3.17's UI picks its view from a workflow switch (GenAI by default, kept in
+    the browser) before the experiment's ``mlflow.experimentKind`` tag;
+    ``workflowType=machine_learning`` in the address opens the runs whatever the switch says.
+    """
+    return f"{server}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def _resolution(arch: str) -> str:
+    """``input=1x24 ...`` -> ``24px``: the one structural fact worth a column beside the id."""
+    for token in arch.split():
+        if token.startswith("input="):
+            return token.rsplit("x", 1)[-1] + "px"
+    return "-"
+
+
+def format_generations(summary: dict[str, Any], wide: bool = False) -> str:
+    return format_table(["generation", "best fitness", "mean fitness", "best arch"],
+                        [[g["generation"], fmt(g["best_fitness"]), fmt(g["mean_fitness"]),
+                          arch_label(g["champion"], wide)] for g in summary["generations"]])
+
+
+def _format_front(summary: dict[str, Any], wide: bool) -> str:
+    rows = [[arch_label(p["arch"], wide), _resolution(p["arch"]), human(p["madds"]), human(p["params"]),
+             fmt(p.get("predicted_latency_ms")), f"{p['val_accuracy']:.4f}",
+             "final" if p.get("final") else f"gen {p.get('generation', '-')}"] for p in summary["pareto_front"]]
+    return format_table(["Pareto front", "input", "MAdds", "params", "predicted ms", "val acc", "from"], rows)
+
+
+def format_deploy(deploy: dict[str, Any] | None, wide: bool = False) -> str:
+    """The retrained, exported, registered models and each one's promotion decision ("" when none)."""
+    models = (deploy or {}).get("models", [])
+    if not models:
+        return ""
+    rows = []
+    for m in models:
+        latency = m.get("export", {}).get("latency_ms", {})
+        rows.append([arch_label(m["arch"], wide), fmt(m.get("retrain", {}).get("test_accuracy")),
+                     fmt(latency.get("torch", {}).get("1")), fmt(m.get("predicted_latency_ms")),
+                     fmt(latency.get("onnxruntime", {}).get("1")), f"v{m['version']}" if m.get("version") else "-",
+                     m.get("promotion", {}).get("decision", "-")])
+    return format_table(["retrained model", "test acc", "torch ms", "predicted ms", "ONNX ms", "version",
+                         "promotion"], rows) + "\n(latency: milliseconds at batch 1)"
+
+
+def format_run_summary(summary: dict[str, Any], out_dir: Path, wide: bool = False) -> str:
+    """Everything ``autospace run`` / ``resume`` prints at the end, as one block of text."""
+    best = summary["best"]
+    parts = [format_generations(summary, wide), "", _format_front(summary, wide), "",
+             f"best arch {arch_label(best['arch'], wide)}: val acc {best['val_accuracy']:.4f}, "
+             f"{human(best['madds'])} MAdds, {human(best['params'])} params, fitness {best['fitness']:.4f} "
+             f"({best['from']})"]
+    deployed = format_deploy(summary.get("deploy"), wide)
+    if deployed:
+        parts += ["", deployed]
+    mlflow = summary["mlflow"]
+    parts += ["", f"run directory: {out_dir}",
+              "  report.html, summary.json (full arch strings), pareto.png" if not wide else
+              "  report.html, summary.json, pareto.png",
+              f"mlflow run {mlflow['run_id']} in {mlflow['tracking_uri']}",
+              f"  in `mlflow ui`: {experiment_page(mlflow['experiment_id'])}"]
+    return "\n".join(parts)
+
+
+
+def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: bool = False) -> str:
+    """``autospace status``: one ``key  value`` line each, so a long run path or arch string stays on its line."""
+    live = info["status"]
+    total = live.get("generations", generations)
+    phase = "finished" if info["finished"] else live.get("phase", "not started")
+    trials = live.get("running_trials", 0)
+    driver = live.get("driver") or {}
+    if info.get("alive") is False:  # the status file still says what the dead process was doing
+        phase = f"stopped (process {driver['pid']} is gone, was: {phase}); continue: autospace resume {out_dir}"
+        trials = 0
+    elif info.get("alive") is None and driver and not info["finished"]:
+        phase += f" (on {driver.get('host')}, process {driver.get('pid')}: not checked from here)"
+    lines = {"run": str(out_dir), "phase": phase,
+             "generations done": f"{info['generations_done']}/{total}",
+             "trials running": str(trials),
+             "best fitness": fmt(info["best_fitness"]),
+             "best arch": arch_label(info["best_arch"], wide)
+             + ("" if wide or not info["best_arch"] else "  (full string: --wide or --json)")}
+    champion = info.get("registry_champion")
+    if champion is not None:  # the registry's alias, not the evolution's best: they often differ
+        lines["registry champion"] = (
+            f"{champion['name']} v{champion['version']} ({champion['decision']} {champion['time']})"
+            if champion["version"] else "none: no version passed the promotion rule (see autospace promote)")
+    return "\n".join(f"{key:<19}{value}" for key, value in lines.items())
