@@ -22,6 +22,7 @@ __all__ = ["Tracker", "tracking_uri"]
 
 PARENT_TAG = "mlflow.parentRunId"
 NAME_TAG = "mlflow.runName"
+ERROR_TAG = "autospace.error"
 
 
 def tracking_uri(config: Config) -> str:
@@ -58,6 +59,9 @@ class Tracker:
             parent_run_id = run.info.run_id
             self.client.log_batch(parent_run_id, params=[Param(k, v) for k, v in
                                                          _flatten("", config.model_dump(mode="json")).items()])
+        elif self.client.get_run(parent_run_id).info.status == "FAILED":  # resumed after a failure: open again
+            self.client.delete_tag(parent_run_id, ERROR_TAG)
+            self.client.update_run(parent_run_id, status="RUNNING")
         self.parent_run_id = parent_run_id
 
     # ---- nested runs ------------------------------------------------------------------------
@@ -126,6 +130,11 @@ class Tracker:
         self.client.log_dict(self.parent_run_id, summary, "summary.json")
         for path in files:
             self.client.log_artifact(self.parent_run_id, str(path))
+
+    def fail(self, error: str) -> None:
+        """Mark the pipeline run FAILED with why (tag ``autospace.error``); resuming the run reopens it."""
+        self.client.set_tag(self.parent_run_id, ERROR_TAG, error[:5000])
+        self.client.set_terminated(self.parent_run_id, "FAILED")
 
     def finish(self, deployed: dict[str, Any] | None = None) -> None:
         """Close the pipeline run (after the deploy stage, whose record it keeps)."""

@@ -163,3 +163,67 @@ def test_run_under_a_latency_budget_goes_all_the_way_to_a_served_champion(tiny_d
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     predictions = json.loads(predicted.stdout)
     assert len(predictions) == 80 and {p["class_name"] for p in predictions} <= {"a", "b", "c", "d"}
+
+
+def _fail(process: subprocess.Popen, code: int, timeout: float = 900) -> str:
+    """The run's output once it ended with ``code``; exactly one ``error:`` line and no traceback in it."""
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == code, out[-4000:]
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in out, out[-4000:]
+    return errors[0]
+
+
+def _status(run_dir: Path) -> dict:
+    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(run_dir), "--json"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+def test_failed_searches_end_the_run_non_zero_and_resume_goes_on_once_fixed(tiny_dataset: Path,
+                                                                           tmp_path: Path) -> None:
+    config = _write_config(tmp_path, tiny_dataset, generations=1)
+    run_dir = tmp_path / "run"
+    tampered = run_dir / "generations" / "gen-0" / "space-0" / "search.pt"
+    tampered.parent.mkdir(parents=True)
+    tampered.write_bytes(b"PK\x03\x04 tampered")
+    # a tampered generation checkpoint: one attempt (ray.max_failures is 1), exit 2, the file named
+    error = _fail(_cli("run", "--config", str(config)), 2)
+    assert error.startswith(f"error: generation 0, space 0: CheckpointError: search checkpoint {tampered} "
+                            "cannot be read"), error
+    assert len((tampered.parent / "attempts").read_text().splitlines()) == 1
+    assert not (run_dir / "evolution.json").exists()  # the generation is not counted as done
+    status = _status(run_dir)
+    assert status["status"]["phase"] == "failed" and status["status"]["error"] in error
+    client, info, _ = _mlflow_runs(run_dir)
+    parent = client.get_run(info["parent_run_id"])
+    assert parent.info.status == "FAILED" and parent.data.tags["autospace.error"] in error
+
+    # a truncated final-search checkpoint is refused, not dropped
+    tampered.unlink()
+    final_checkpoint = run_dir / "final" / "space-0" / "search.pt"
+    final_checkpoint.parent.mkdir(parents=True)
+    whole = (run_dir / "generations" / "gen-0" / "space-1" / "search.pt").read_bytes()
+    final_checkpoint.write_bytes(whole[:len(whole) // 2])
+    error = _fail(_cli("resume", str(run_dir)), 2)
+    assert error.startswith(f"error: the final search, space 0: CheckpointError: search checkpoint "
+                            f"{final_checkpoint} cannot be read"), error
+    assert json.loads((run_dir / "evolution.json").read_text())["generation"] == 1
+    assert not (run_dir / "summary.json").exists()
+
+    # a final search that keeps failing ends the run with status 1 and its cause
+    final_checkpoint.unlink()
+    error = _fail(_cli("resume", str(run_dir), env={"AUTOSPACE_FAULT_SPACE_ALWAYS": "0"}), 1)
+    assert error.startswith("error: the final search failed: RuntimeError: injected fault (always)"), error
+    assert not (run_dir / "summary.json").exists()
+
+    _finish(_cli("resume", str(run_dir)))
+    status = _status(run_dir)
+    assert status["finished"]
+    client, info, runs = _mlflow_runs(run_dir)
+    parent = client.get_run(info["parent_run_id"])
+    assert parent.info.status == "FINISHED" and "autospace.error" not in parent.data.tags
+    assert [r.data.tags["autospace.generation"] for r in runs if r.data.tags.get("autospace.kind") == "generation"] \
+        == ["0"]
+
