@@ -52,7 +52,8 @@ from pipeline.errors import RunFailedError, SearchInputError, cause
 from pipeline.latency_table import predict_latency, table_file
 from pipeline.ray_eval import SpaceEvaluation, evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
-from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, resume_run_dir, write_json
+from pipeline.run_dir import (RunPaths, heartbeat, prepare_run_dir, read_status, record_driver, resume_run_dir,
+                              write_json)
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
@@ -255,6 +256,7 @@ def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll
         check_new_run(config)  # also imports the default data set, once, before any worker needs it
         config = prepare_run_dir(config)
     dataset_info(config)
+    record_driver(config.out_dir)
     joined = ensure_ray(config)
     if joined is not None and on_cluster is not None:
         on_cluster(joined)
@@ -264,6 +266,7 @@ def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll
         ready, _ = ray.wait([done], timeout=poll_seconds)
         if ready:
             return _result(done)
+        heartbeat(config.out_dir)
         if on_status is not None:
             on_status(read_status(config.out_dir))
 

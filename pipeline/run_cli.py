@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
@@ -223,8 +224,24 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     live = info["status"]
+    running = info["running"] is not False
     print(format_table(["run", "phase", "generations done", "trials running", "best fitness", "best arch"],
-                       [[str(args.out), "finished" if info["finished"] else live.get("phase", "not started"),
+                       [[str(args.out), _phase(info),
                          f"{info['generations_done']}/{live.get('generations', config.evolution.generations)}",
-                         live.get("running_trials", 0), _fmt(info["best_fitness"]), info["best_arch"] or "-"]]))
+                         live.get("running_trials", 0) if running else 0, _fmt(info["best_fitness"]),
+                         info["best_arch"] or "-"]]))
+    if live.get("phase") == "failed":
+        print(f"failed: {live.get('error', 'no error recorded')}")
     return 0
+
+
+def _phase(info: dict) -> str:
+    """The phase, or that the run is not running (its driver is gone) and when it was last seen."""
+    live = info["status"]
+    if info["finished"]:
+        return "finished"
+    phase = live.get("phase", "not started")
+    if info["running"] is False and phase != "failed":
+        seen = datetime.fromtimestamp(info["last_seen"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"not running (last seen {seen}, {phase})"
+    return phase

@@ -1,23 +1,30 @@
 """A run directory: its layout, its status, and how a run is started or resumed in it.
 
 No Ray or MLflow here, so ``autospace status`` answers instantly.
+
+Liveness: the driving process records itself in ``status.json``
+(:func:`record_driver`) and touches the file while it waits (:func:`heartbeat`),
+so the file's modification time is when the run was last seen alive.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.driver import driver_alive, driver_record
 from pipeline.relocate import relocate_run
 from spaces.atomic import write_text_atomically
 from spaces.errors import cut
 
-__all__ = ["RunPaths", "check_out_dir", "check_resumable", "prepare_run_dir", "read_run_config", "read_status",
-           "resume_run_dir", "write_json"]
+__all__ = ["RunPaths", "check_out_dir", "check_resumable", "heartbeat", "prepare_run_dir", "read_run_config",
+           "read_status", "record_driver", "resume_run_dir", "write_json"]
 
 
 class RunPaths:
@@ -70,17 +77,45 @@ def _history(state: dict[str, Any], path: Path) -> list[dict[str, Any]]:
 
 
 def read_status(out_dir: Path) -> dict[str, Any]:
-    """What ``autospace status`` shows: the saved state's progress and the live status file."""
+    """What ``autospace status`` shows: the saved state's progress and the live status file.
+
+    ``running`` is whether the run's driver is alive (None: it cannot be told from here,
+    another host or a run that recorded no driver); ``last_seen`` is when the run last
+    wrote or touched its status file (seconds since the epoch).
+    """
     paths = RunPaths(out_dir)
     status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
     history = _history(_read_json(paths.state, dict, _STATE_FIX), paths.state) if paths.state.exists() else []
+    ended = status.get("phase") in ("done", "failed")
     return {
         "status": status,
         "generations_done": len(history),
         "best_fitness": max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None),
         "best_arch": history[-1]["champion"] if history else None,  # the elite's best; not the registry's champion
         "finished": status.get("phase") == "done",
+        "running": False if ended else driver_alive(status.get("driver")),
+        "last_seen": paths.status.stat().st_mtime if paths.status.exists() else None,
     }
+
+
+def record_driver(out_dir: Path) -> None:
+    """Record this process in ``status.json`` as the run's driver, before the run starts.
+
+    A run that failed earlier is being resumed: its failure is no longer the news.
+    """
+    paths = RunPaths(out_dir)
+    current = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
+    if current.get("phase") == "failed":
+        current = {**{k: v for k, v in current.items() if k != "error"}, "phase": "resuming"}
+    write_json(paths.status, {**current, "driver": driver_record(), "updated_at": time.time()})
+
+
+def heartbeat(out_dir: Path) -> None:
+    """Touch ``status.json`` (not rewrite it: the run's actor owns its content): the run was seen now."""
+    try:
+        os.utime(RunPaths(out_dir).status)
+    except FileNotFoundError:
+        pass
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -220,7 +220,7 @@ def test_failed_searches_end_the_run_non_zero_and_resume_goes_on_once_fixed(tiny
 
     _finish(_cli("resume", str(run_dir)))
     status = _status(run_dir)
-    assert status["finished"]
+    assert status["finished"] and "error" not in status["status"]
     client, info, runs = _mlflow_runs(run_dir)
     parent = client.get_run(info["parent_run_id"])
     assert parent.info.status == "FINISHED" and "autospace.error" not in parent.data.tags
