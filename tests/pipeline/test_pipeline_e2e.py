@@ -227,3 +227,46 @@ def test_failed_searches_end_the_run_non_zero_and_resume_goes_on_once_fixed(tiny
     assert [r.data.tags["autospace.generation"] for r in runs if r.data.tags.get("autospace.kind") == "generation"] \
         == ["0"]
 
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 900) -> None:
+    """SIGKILL the CLI's process group (the CLI, its local Ray, every trial) once ``ready()`` holds."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.time() < deadline, "the stage to interrupt never started"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_sigkill_during_the_search_and_during_the_retrain_then_resume_does_each_stage_once(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    config = _write_config(tmp_path, tiny_dataset, generations=1, deploy=True).read_text()
+    config_file = tmp_path / "drill.yaml"
+    config_file.write_text(config.replace("tuning_trials: 2", "tuning_trials: 3"))
+    run_dir = tmp_path / "run"
+    search_checkpoints = run_dir / "generations" / "gen-0"
+    _kill_when(_cli("run", "--config", str(config_file)),
+               lambda: any(search_checkpoints.glob("space-*/search.pt")))  # an epoch in, mid-search
+    assert not (run_dir / "evolution.json").exists()
+
+    retrain_dir = run_dir / "retrain"
+    _kill_when(_cli("resume", str(run_dir)), lambda: any(retrain_dir.glob("arch-*/tuning-trials.json")))
+    [record] = retrain_dir.glob("arch-*/tuning-trials.json")
+    kept = json.loads(record.read_text())["trials"]
+    assert kept and not (run_dir / "deploy.json").exists()
+
+    _finish(_cli("resume", str(run_dir)))
+    status = _status(run_dir)
+    assert status["finished"] and status["generations_done"] == 1
+    tuning = json.loads(record.with_name("tuning.json").read_text())
+    assert len(tuning["trials"]) == 3 and tuning["trials"][:len(kept)] == kept  # finished trials kept
+    deployed = json.loads((run_dir / "deploy.json").read_text())
+    [model] = deployed["models"]
+    client, info, runs = _mlflow_runs(run_dir)
+    assert client.get_run(info["parent_run_id"]).info.status == "FINISHED"
+    kinds = [r.data.tags.get("autospace.kind") for r in runs]
+    assert kinds.count("generation") == 1 and kinds.count("space") == 2 and kinds.count("retrain") == 1
+    versions = client.search_model_versions("name='autospace-model'")
+    assert [str(v.version) for v in versions] == [str(model["version"])]  # registered once
+    assert str(client.get_model_version_by_alias("autospace-model", "champion").version) == str(model["version"])
