@@ -141,7 +141,7 @@ def test_search_under_a_latency_budget_measures_the_table_first(tiny_dataset: Pa
 def test_fbnet_loss_with_a_sub_microsecond_latency_target_is_a_config_error(
         tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--set", f"data.path={tiny_dataset}", "--set", "budget.metric=latency",
-                 "--set", "budget.target=0.0005"]) == 2
+                 "--set", "budget.target=0.0005", "--set", "search.cost_loss=fbnet"]) == 2
     err = capsys.readouterr().err
     assert "budget.target" in err and "hinge" in err
 
