@@ -25,9 +25,18 @@ optimizer, scheduler and data-order generator state) to ``<storage>/checkpoint.p
 and resumes from it when called again with the same storage; the augmentation
 draws from a generator seeded per (seed, epoch, rank), so a resumed run is
 bit-identical to an uninterrupted one. Tuning is cached as
-``<storage>/tuning.json`` once it has finished (``Tuner.restore`` would not restore
-Optuna's state, so an interrupted tuning starts over), and :func:`retrain_front`
-skips architectures whose ``result.json`` exists.
+``<storage>/tuning.json`` once it has finished, and :func:`retrain_front` skips
+architectures whose ``result.json`` exists. An interrupted tuning keeps its
+finished trials: the driver records each trial as Tune finishes it (run to the
+end, stopped by ASHA, or failed) in ``<storage>/tuning-trials.json``, and a rerun
+runs only the trials still missing, giving Optuna the recorded ones as evaluated
+points (``points_to_evaluate`` with ``evaluated_rewards``). ``Tuner.restore`` is
+not used: it does not restore an ``OptunaSearch``'s state (ray#30861). The resumed
+tuning's sampler is told the recorded results and seeded from the seed and the
+number of trials kept (seeded as before, it would draw the kept configurations
+again), and ASHA's rungs start afresh: its new draws are deterministic but not
+the ones the uninterrupted tuning would have made. A trial that was running when
+the run stopped is lost and replaced by a new draw.
 
 Fault injection (tests, drills): ``AUTOSPACE_RETRAIN_FAULT_EPOCH=<k>`` makes rank 0
 raise ``RuntimeError("injected fault")`` right after checkpointing epoch ``k``
@@ -170,7 +179,8 @@ def tune_hyperparameters(arch: Arch, config: Config, data_path: Path, storage: P
     process, never a Train-in-Tune job: ASHA stops trials early, and a stopped
     Train-in-Tune trial would leak its workers' CPUs. Returns the cached result
     when ``<storage>/tuning.json`` holds a finished tuning of this architecture with
-    the same retrain settings and data limits.
+    the same retrain settings and data limits; keeps the trials an interrupted
+    tuning of the same settings recorded in ``<storage>/tuning-trials.json``.
     """
     validate_archs([arch], data_path)
     storage = Path(storage).resolve()
@@ -181,27 +191,11 @@ def tune_hyperparameters(arch: Arch, config: Config, data_path: Path, storage: P
     start = time.perf_counter()
     settings = config.retrain
     space = _search_space(config)
-    ensure_ray(config)
-    trainable = tune.with_parameters(_tuning_trial, arch=arch.encode(), config=config.model_dump(mode="json"),
-                                     data_path=str(Path(data_path).resolve()))
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 1}),
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            search_alg=OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=settings.seed)),
-            scheduler=ASHAScheduler(metric=METRIC, mode="max", max_t=settings.tuning_epochs, grace_period=1,
-                                    reduction_factor=ASHA_REDUCTION_FACTOR),
-            num_samples=settings.tuning_trials, max_concurrent_trials=config.ray.max_concurrent_trials,
-            reuse_actors=True),  # a finished or stopped trial's actor, torch imported, takes the next one
-        run_config=tune.RunConfig(storage_path=str(storage), name="tune", verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)))
-    grid = tuner.fit()
-    trials = []
-    for trial in grid:
-        metrics = trial.metrics or {}
-        trials.append({"hparams": Hyperparameters.from_dict(trial.config).to_dict(),
-                       "iterations": int(metrics.get("training_iteration", 0)),
-                       "val_accuracy": metrics.get(METRIC), "error": None if trial.error is None else str(trial.error)})
+    record = storage / "tuning-trials.json"
+    kept = _recorded_trials(record, key)[:settings.tuning_trials]
+    trials = list(kept)
+    if len(kept) < settings.tuning_trials:
+        trials += _run_tuning(arch, config, data_path, storage, space, key, kept)
     finished = [t for t in trials if t["error"] is None and t["val_accuracy"] is not None]
     if not finished:
         raise RuntimeError(f"every tuning trial of {arch.encode()!r} failed; first error: {trials[0]['error']}")
@@ -209,9 +203,78 @@ def tune_hyperparameters(arch: Arch, config: Config, data_path: Path, storage: P
     result = TuningResult(arch.encode(), Hyperparameters.from_dict(best["hparams"]), best["val_accuracy"],
                           settings.tuning_epochs, trials, time.perf_counter() - start)
     write_json(cache, {"key": key, **result.to_dict()})
-    logger.info("tuned %s: %d trials, %d stopped early, best val accuracy %.3f with %s", arch.encode(), len(trials),
-                result.stopped_early, result.best_val_accuracy, result.best)
+    logger.info("tuned %s: %d trials (%d kept from an interrupted tuning), %d stopped early, best val accuracy "
+                "%.3f with %s", arch.encode(), len(trials), len(kept), result.stopped_early,
+                result.best_val_accuracy, result.best)
     return result
+
+
+def _run_tuning(arch: Arch, config: Config, data_path: Path, storage: Path, space: dict[str, Any],
+                key: dict[str, Any], kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tuning trials still missing after ``kept``, run on Tune; Optuna is told the kept ones first."""
+    settings = config.retrain
+    told = [t for t in kept if t["error"] is None and t["val_accuracy"] is not None]
+    ensure_ray(config)
+    trainable = tune.with_parameters(_tuning_trial, arch=arch.encode(), config=config.model_dump(mode="json"),
+                                     data_path=str(Path(data_path).resolve()))
+    # A sampler seeded as before would draw the kept trials' configurations again (telling Optuna results does
+    # not advance its random stream): a resumed tuning seeds it from (seed, trials kept) instead.
+    seed = settings.seed if not kept else int(np.random.SeedSequence([settings.seed, len(kept)]).generate_state(1)[0])
+    searcher = OptunaSearch(metric=METRIC, mode="max", sampler=TPESampler(seed=seed),
+                            points_to_evaluate=[t["hparams"] for t in told] or None,
+                            evaluated_rewards=[t["val_accuracy"] for t in told] or None)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=ASHAScheduler(metric=METRIC, mode="max", max_t=settings.tuning_epochs, grace_period=1,
+                                    reduction_factor=ASHA_REDUCTION_FACTOR),
+            num_samples=settings.tuning_trials - len(kept), max_concurrent_trials=config.ray.max_concurrent_trials,
+            reuse_actors=True),  # a finished or stopped trial's actor, torch imported, takes the next one
+        run_config=tune.RunConfig(storage_path=str(storage), name="tune", verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  callbacks=[_TrialRecorder(storage / "tuning-trials.json", key, kept)]))
+    return [_trial_record(trial.config, trial.metrics or {}, None if trial.error is None else str(trial.error))
+            for trial in tuner.fit()]
+
+
+def _trial_record(params: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:
+    """One tuning trial as :class:`TuningResult` keeps it (and ``tuning-trials.json`` records it)."""
+    return {"hparams": Hyperparameters.from_dict(params).to_dict(),
+            "iterations": int(metrics.get("training_iteration", 0)), "val_accuracy": metrics.get(METRIC),
+            "error": error}
+
+
+def _recorded_trials(path: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trials an interrupted tuning of the same settings finished; none if the record is another's or broken."""
+    if not path.exists():
+        return []
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        logger.warning("%s cannot be read; tuning starts over", path)
+        return []
+    if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("trials"), list):
+        return []
+    return record["trials"]
+
+
+class _TrialRecorder(tune.Callback):
+    """Records each tuning trial as Tune finishes it (the driver's view), so an interrupted tuning keeps it."""
+
+    def __init__(self, path: Path, key: dict[str, Any], kept: list[dict[str, Any]]) -> None:
+        self.path, self.key, self.trials = path, key, list(kept)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._add(trial, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._add(trial, f"the trial failed (see {trial.path})")
+
+    def _add(self, trial: Any, error: str | None) -> None:
+        self.trials.append(_trial_record(trial.config, trial.last_result or {}, error))
+        write_json(self.path, {"key": self.key, "trials": self.trials})
 
 
 def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Path, storage: Path) -> RetrainResult:

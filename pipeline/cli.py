@@ -1,7 +1,9 @@
 """``autospace``: the command-line entry point.
 
 Each area registers its own sub-commands; this module only wires them and turns
-the project's input errors into one ``error: ...`` line and exit status 2.
+the project's input errors into one ``error: ...`` line and exit status 2, and a
+run that cannot go on (:class:`~pipeline.errors.RunFailedError`) into one line and
+exit status 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from deploy import cli as deploy_cli
 from pipeline import cost_cli, run_cli
 from pipeline.data import cli as data_cli
 from pipeline.quiet import quiet_third_party
+from pipeline.errors import RunFailedError
 from spaces.errors import UserError
 
 __all__ = ["main", "build_parser", "USER_ERRORS"]
@@ -54,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {_one_line(str(err))}", file=sys.stderr)
         return 2
+    except RunFailedError as err:
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

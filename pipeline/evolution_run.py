@@ -17,10 +17,15 @@ Run directory::
     evolution.json     the population state after the last finished generation
     status.json        phase, current generation, trials in flight (for ``autospace status``)
     generations/gen-N/ spaces.json, results.json and each trial's Ray/search checkpoints
-    final/             the final search in the learned space
+    final/             the final search in the learned space (results.json: its evaluation)
     latency_table.<runtime>.json  the run's per-op latency table (budget.latency_runtime, batch 1)
     summary.json, pareto.png
     report.html        the run's report (``autospace report``), rewritten after every generation and at the end
+
+Failures: a generation whose every search failed, a failed final search and a
+search stopped by the user's input (a tampered checkpoint) stop the run before
+its state moves on (:mod:`pipeline.errors`): ``status.json`` says ``failed`` with
+the error, the MLflow parent run is marked FAILED, and resume retries that step.
 
 Crash safety: the state is saved before the generation is logged, and logging
 is idempotent (a generation found in MLflow is not logged again); a generation
@@ -44,10 +49,12 @@ from evolve.genome import Reference
 from evolve.loop import Evolution, EvolutionSettings
 from pipeline.cluster import ensure_ray
 from pipeline.config import Config, ConfigError
+from pipeline.errors import RunFailedError, SearchInputError, cause
 from pipeline.latency_table import predict_latency, table_file
-from pipeline.ray_eval import evaluate_spaces
+from pipeline.ray_eval import SpaceEvaluation, evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
-from pipeline.run_dir import RunPaths, prepare_run_dir, read_status, record_driver, resume_run_dir, write_json
+from pipeline.run_dir import (RunPaths, heartbeat, prepare_run_dir, read_status, record_driver, resume_run_dir,
+                              write_json)
 from pipeline.run_report import write_report
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
@@ -56,7 +63,7 @@ from spaces.errors import UserError
 from spaces.reference import reference_arch
 from spaces.space import SearchSpace
 
-__all__ = ["DeployStage", "EvolutionRunner", "check_new_run", "evolution_settings", "run_pipeline"]
+__all__ = ["DeployStage", "EvolutionRunner", "check_new_run", "check_searches", "evolution_settings", "run_pipeline"]
 
 
 class DeployStage(Protocol):
@@ -104,6 +111,15 @@ class EvolutionRunner:
         tracker = Tracker(config, run_info.get("parent_run_id"))
         write_json(paths.run, {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
                                 "tracking_uri": tracker.uri})
+        try:
+            return self._run(tracker, data_path, info)
+        except (UserError, RunFailedError) as err:
+            self._set_status(phase="failed", error=str(err), running_trials=0)
+            tracker.fail(str(err))
+            raise
+
+    def _run(self, tracker: Tracker, data_path: Path, info: Any) -> dict[str, Any]:
+        config, paths = self.config, self.paths
         if paths.summary.exists():  # evolution finished earlier: only the deploy stage may be left
             return self._deploy(json.loads(paths.summary.read_text()), tracker, data_path)
         if paths.state.exists():
@@ -124,6 +140,7 @@ class EvolutionRunner:
             results = [e.result if e.ok else None for e in evaluations]
             predict_latency(self.table_path, config, results)
             write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
+            check_searches(evaluations, f"generation {n}", gen_dir / "results.json", paths.root)
             evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
             evolution.save(paths.state)
             self._log_generation(evolution.history[-1], evolution, tracker)
@@ -154,15 +171,14 @@ class EvolutionRunner:
         write_json(paths.final / "space.json", learned.to_dict())
         final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table_path)[0]
         predict_latency(self.table_path, config, [final.result if final.ok else None])
+        write_json(paths.final / "results.json", [final.to_dict()])
+        check_searches([final], "the final search", paths.final / "results.json", paths.root)
         points = [{**entry, "generation": h["generation"]} for h in evolution.history for entry in h["spaces"]
                   if entry["arch"] is not None]
-        if final.ok:
-            points.append({"arch": final.result["arch"], "val_accuracy": final.result["val_accuracy"],
-                           "madds": final.result["madds"], "params": final.result["params"],
-                           "predicted_latency_ms": final.result["predicted_latency_ms"],
-                           "generation": evolution.generation, "final": True})
-        if not points:
-            raise RuntimeError("every search of the run failed; see generations/*/results.json for the errors")
+        points.append({"arch": final.result["arch"], "val_accuracy": final.result["val_accuracy"],
+                       "madds": final.result["madds"], "params": final.result["params"],
+                       "predicted_latency_ms": final.result["predicted_latency_ms"],
+                       "generation": evolution.generation, "final": True})
         cost_key = COST_KEYS[config.budget.metric]
         best = max(points, key=lambda p: _reward(p, config))
         front = pareto_front(points, cost_key)
@@ -172,7 +188,7 @@ class EvolutionRunner:
                      "params": best["params"], "predicted_latency_ms": best.get("predicted_latency_ms"),
                      "fitness": _reward(best, config),
                      "from": "final search" if best.get("final") else f"generation {best['generation']}"},
-            "final_search": final.result if final.ok else {"error": final.error},
+            "final_search": final.result,
             "learned_space": learned.to_dict(),
             "generations": [{"generation": h["generation"], "best_fitness": h["best_reward"],
                              "mean_fitness": h["mean_reward"], "champion": h["champion"]} for h in evolution.history],
@@ -200,6 +216,23 @@ class EvolutionRunner:
 def _reward(point: dict[str, Any], config: Config) -> float:
     return space_reward(point["val_accuracy"], result_cost(point, config.budget.metric), config.budget.target,
                         config.budget.reward_exponent)
+
+
+def check_searches(evaluations: list[SpaceEvaluation], step: str, record: Path, run_dir: Path) -> None:
+    """Stop the run, before its state moves on, on a search's input error or when no search of ``step`` succeeded.
+
+    Raises:
+        SearchInputError: a search stopped on the user's input (its message names the file and the fix).
+        RunFailedError: no search of ``step`` succeeded; the message has the first one's cause.
+    """
+    for evaluation in evaluations:
+        if evaluation.input_error:
+            raise SearchInputError(f"{step}, space {evaluation.index}: {evaluation.error}; "
+                                   f"then `autospace resume {run_dir}`")
+    if evaluations and not any(e.ok for e in evaluations):
+        what = f"every search of {step}" if len(evaluations) > 1 else step
+        raise RunFailedError(f"{what} failed: {cause(evaluations[0].error or 'no error recorded')} "
+                             f"(all errors in {record}); fix the cause, then `autospace resume {run_dir}`")
 
 
 def check_new_run(config: Config) -> None:
@@ -242,15 +275,19 @@ def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll
         ready, _ = ray.wait([done], timeout=poll_seconds)
         if ready:
             return _result(done)
+        heartbeat(config.out_dir)
         if on_status is not None:
             on_status(read_status(config.out_dir))
 
 
 def _result(ref: ray.ObjectRef) -> dict[str, Any]:
-    """The actor's return value; a user error raised inside it comes out as itself, not wrapped in Ray's trace."""
+    """The actor's return value; a user error or a failed run raised inside it comes out as itself.
+
+    Ray would wrap it in its own trace; the CLI prints these as one line.
+    """
     try:
         return ray.get(ref)
     except RayTaskError as err:
-        if isinstance(err.cause, UserError):
+        if isinstance(err.cause, (UserError, RunFailedError)):
             raise err.cause from None
         raise

@@ -22,6 +22,14 @@ trial crash is turned into ``ok=False`` too, so :func:`evaluate_spaces` never
 raises for a trial's failure. ``attempts`` counts the worker-group starts, which
 rank 0 logs to ``<storage>/space-<i>/attempts``.
 
+Deterministic errors are not retried. A :class:`~spaces.errors.UserError` (a
+tampered or foreign checkpoint, a config the search rejects) would fail the same
+way on every attempt, and Ray Train's failure policy retries every worker error
+alike (it has no per-exception setting). So the worker catches it and returns it
+as its result: the job ends after one attempt and the evaluation says
+``input_error=True`` with the message. Every rank reads the checkpoint, data and
+config before the first collective, so all ranks stop together.
+
 Resources. Each Train worker reserves ``ray.cpus_per_worker`` CPUs. The trial
 function only waits on ``fit()``, so it reserves a little memory and no CPU (Tune
 rejects an empty request): trials then never hold CPUs their own workers need,
@@ -61,6 +69,7 @@ from pipeline.cluster import ensure_ray, fail_once, torch_trainer, worker_groups
 from pipeline.config import Config
 from pipeline.latency_table import load_table, measure_spaces
 from pipeline.search_job import load_search_data, search_settings
+from spaces.errors import UserError
 from spaces.search import search
 from spaces.space import SearchSpace
 
@@ -72,6 +81,7 @@ FAULT_ONCE_ENV = "AUTOSPACE_FAULT_SPACE"
 FAULT_ALWAYS_ENV = "AUTOSPACE_FAULT_SPACE_ALWAYS"
 # What a trial function reserves instead of CPU: it only blocks on fit().
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
+INPUT_ERROR_KEY = "input_error"  # the key of a worker's returned user error (a search result never has it)
 
 
 @dataclass
@@ -84,6 +94,7 @@ class SpaceEvaluation:
     error: str | None
     wall_seconds: float
     attempts: int
+    input_error: bool = False  # the error is the user's input (UserError): it was not retried
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,7 +174,8 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
         else:
             result = json.loads(metrics["result_json"]) if metrics["ok"] else None
             evaluations[index] = SpaceEvaluation(index, bool(metrics["ok"]), result, metrics["failure"] or None,
-                                                 float(metrics["wall_seconds"]), attempts)
+                                                 float(metrics["wall_seconds"]), attempts,
+                                                 bool(metrics.get("input_error", False)))
     return [evaluations.get(i, SpaceEvaluation(i, False, None, "Tune returned no trial for this space", 0.0,
                                                _attempts(storage, i) - attempts_before[i]))
             for i in range(len(spaces))]
@@ -202,13 +214,15 @@ def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data
          "space_dir": str(_space_dir(Path(storage), index)), "faults": faults, "latency_table": latency_table},
         workers=ray_config.workers_per_trial, cpus_per_worker=ray_config.cpus_per_worker,
         storage=Path(storage) / "train", name=f"{name}-space-{index}", max_failures=ray_config.max_failures)
-    row: dict[str, Any] = {"index": index, "ok": False, "result_json": "", "failure": ""}
+    row: dict[str, Any] = {"index": index, "ok": False, "result_json": "", "failure": "", "input_error": False}
     try:
         result = trainer.fit()
     except train.TrainingFailedError as err:
         row["failure"] = str(err)
     else:
-        if not isinstance(result.return_value, dict):
+        if isinstance(result.return_value, dict) and INPUT_ERROR_KEY in result.return_value:
+            row.update(failure=result.return_value[INPUT_ERROR_KEY], input_error=True)
+        elif not isinstance(result.return_value, dict):
             row["failure"] = f"the search on rank 0 returned {type(result.return_value).__name__}, not a result dict"
         else:
             row.update(ok=True, result_json=json.dumps(result.return_value),
@@ -218,7 +232,17 @@ def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data
 
 
 def _search_worker(loop_config: dict[str, Any]) -> dict | None:
-    """Train worker loop: the search on this rank's share of every batch; rank 0 returns the result."""
+    """Train worker loop: the search on this rank's share of every batch; rank 0 returns the result.
+
+    A user error is returned, not raised, so that Ray Train does not retry it (module docstring).
+    """
+    try:
+        return _search(loop_config)
+    except UserError as err:
+        return {INPUT_ERROR_KEY: f"{type(err).__name__}: {err}"}
+
+
+def _search(loop_config: dict[str, Any]) -> dict | None:
     rank = train.get_context().get_world_rank()
     torch.set_num_threads(loop_config["threads"])
     space_dir = Path(loop_config["space_dir"])

@@ -1,25 +1,30 @@
 """A run directory: its layout, its status, and how a run is started or resumed in it.
 
 No Ray or MLflow here, so ``autospace status`` answers instantly.
+
+Liveness: the driving process records itself in ``status.json``
+(:func:`record_driver`) and touches the file while it waits (:func:`heartbeat`),
+so the file's modification time is when the run was last seen alive.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.driver import driver_alive, driver_record
 from pipeline.relocate import relocate_run
 from spaces.atomic import write_text_atomically
 from spaces.errors import cut
 
-__all__ = ["RunPaths", "check_out_dir", "check_resumable", "prepare_run_dir", "read_run_config", "read_status",
-           "record_driver", "resume_run_dir", "write_json"]
+__all__ = ["RunPaths", "check_out_dir", "check_resumable", "heartbeat", "prepare_run_dir", "read_run_config",
+           "read_status", "record_driver", "resume_run_dir", "write_json"]
 
 
 class RunPaths:
@@ -73,17 +78,16 @@ def _history(state: dict[str, Any], path: Path) -> list[dict[str, Any]]:
 
 
 def read_status(out_dir: Path) -> dict[str, Any]:
-    """What ``autospace status`` shows: the saved state's progress, the live status file, and whether it is live.
+    """What ``autospace status`` shows: the saved state's progress and the live status file.
 
-    ``alive`` is whether the process that runs it (``status.json``'s ``driver``) still
-    exists: False once it died (a crash, a kill, a reboot: the status file then still
-    says what it was doing), None when that cannot be told here (no driver recorded,
-    another host, a finished run).
+    ``running`` is whether the run's driver is alive (None: it cannot be told from here,
+    another host or a run that recorded no driver); ``last_seen`` is when the run last
+    wrote or touched its status file (seconds since the epoch).
     """
     paths = RunPaths(out_dir)
     status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
     history = _history(_read_json(paths.state, dict, _STATE_FIX), paths.state) if paths.state.exists() else []
-    finished = status.get("phase") == "done"
+    ended = status.get("phase") in ("done", "failed")
     best_fitness = max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None)
     best_arch = history[-1]["champion"] if history else None  # the elite's best; not the registry's champion
     if paths.summary.exists():  # after the final search: the run's best, which may come from that search
@@ -95,8 +99,9 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "generations_done": len(history),
         "best_fitness": best_fitness,
         "best_arch": best_arch,
-        "finished": finished,
-        "alive": None if finished else _driver_alive(status.get("driver")),
+        "finished": status.get("phase") == "done",
+        "running": False if ended else driver_alive(status.get("driver")),
+        "last_seen": paths.status.stat().st_mtime if paths.status.exists() else None,
         "registry_champion": _logged_champion(paths.root / PROMOTIONS),
     }
 
@@ -121,37 +126,23 @@ def _logged_champion(path: Path) -> dict[str, Any] | None:
 
 
 def record_driver(out_dir: Path) -> None:
-    """Note this process in ``status.json`` as the one running the run (``autospace status`` checks it)."""
+    """Record this process in ``status.json`` as the run's driver, before the run starts.
+
+    A run that failed earlier is being resumed: its failure is no longer the news.
+    """
     paths = RunPaths(out_dir)
-    status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
-    driver = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
-    write_json(paths.status, {**status, "driver": driver})
+    current = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
+    if current.get("phase") == "failed":
+        current = {**{k: v for k, v in current.items() if k != "error"}, "phase": "resuming"}
+    write_json(paths.status, {**current, "driver": driver_record(), "updated_at": time.time()})
 
 
-def _process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks after boot (Linux ``/proc``), so a reused pid is not taken for it."""
+def heartbeat(out_dir: Path) -> None:
+    """Touch ``status.json`` (not rewrite it: the run's actor owns its content): the run was seen now."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counting from the state after "(comm)"
-
-
-def _driver_alive(driver: Any) -> bool | None:
-    if not isinstance(driver, dict) or not isinstance(driver.get("pid"), int):
-        return None
-    if driver.get("host") != socket.gethostname():
-        return None
-    if Path("/proc/self/stat").exists():
-        start = _process_start(driver["pid"])
-        return start is not None and (driver.get("start") is None or start == driver["start"])
-    try:  # no /proc (macOS): whether the pid exists at all
-        os.kill(driver["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        os.utime(RunPaths(out_dir).status)
+    except FileNotFoundError:
+        pass
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -7,6 +7,7 @@ has them).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,14 @@ def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: b
     phase = "finished" if info["finished"] else live.get("phase", "not started")
     trials = live.get("running_trials", 0)
     driver = live.get("driver") or {}
-    if info.get("alive") is False:  # the status file still says what the dead process was doing
-        phase = f"stopped (process {driver['pid']} is gone, was: {phase}); continue: autospace resume {out_dir}"
+    if live.get("phase") == "failed":
+        phase, trials = f"failed: {live.get('error', 'no error recorded')}; after fixing it: autospace resume " \
+                        f"{out_dir}", 0
+    elif info.get("running") is False:  # the status file still says what the dead process was doing
+        seen = datetime.fromtimestamp(info["last_seen"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        phase = f"not running (last seen {seen}, was: {phase}); continue: autospace resume {out_dir}"
         trials = 0
-    elif info.get("alive") is None and driver and not info["finished"]:
+    elif info.get("running") is None and driver and not info["finished"]:
         phase += f" (on {driver.get('host')}, process {driver.get('pid')}: not checked from here)"
     lines = {"run": str(out_dir), "phase": phase,
              "generations done": f"{info['generations_done']}/{total}",

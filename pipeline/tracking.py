@@ -27,6 +27,7 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 # per-epoch search records logged as metric histories (step = epoch) on each space's run
 CURVES = ("train_loss", "arch_loss", "expected_madds", "expected_params", "expected_latency_ms", "entropy", "tau")
 _BATCH = 1000  # MLflow's most metrics per log_batch
+ERROR_TAG = "autospace.error"
 
 
 def tracking_uri(config: Config) -> str:
@@ -66,6 +67,9 @@ class Tracker:
             parent_run_id = run.info.run_id
             self.client.log_batch(parent_run_id, params=[Param(k, v) for k, v in
                                                          _flatten("", config.model_dump(mode="json")).items()])
+        elif self.client.get_run(parent_run_id).info.status == "FAILED":  # resumed after a failure: open again
+            self.client.delete_tag(parent_run_id, ERROR_TAG)
+            self.client.update_run(parent_run_id, status="RUNNING")
         self.parent_run_id = parent_run_id
 
     # ---- nested runs ------------------------------------------------------------------------
@@ -146,6 +150,11 @@ class Tracker:
     def log_report(self, path: Path) -> None:
         """The run's ``report.html`` on the parent run; logging it again replaces the earlier copy."""
         self.client.log_artifact(self.parent_run_id, str(path))
+
+    def fail(self, error: str) -> None:
+        """Mark the pipeline run FAILED with why (tag ``autospace.error``); resuming the run reopens it."""
+        self.client.set_tag(self.parent_run_id, ERROR_TAG, error[:5000])
+        self.client.set_terminated(self.parent_run_id, "FAILED")
 
     def finish(self, deployed: dict[str, Any] | None = None) -> None:
         """Close the pipeline run (after the deploy stage, whose record it keeps)."""

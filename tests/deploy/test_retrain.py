@@ -98,6 +98,29 @@ def test_asha_stops_trials_early_and_leaves_every_cpu_free(ray_cluster: dict[str
     assert tune_hyperparameters(ARCH, config, tiny_dataset, tmp_path) == tuning  # cached, not re-run
 
 
+def test_an_interrupted_tuning_keeps_its_finished_trials(ray_cluster: dict[str, float], tiny_dataset: Path,
+                                                         tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset, "retrain.tuning_trials=3", "retrain.tuning_epochs=1")
+    whole = tune_hyperparameters(ARCH, config, tiny_dataset, tmp_path)
+    record = tmp_path / "tuning-trials.json"
+    recorded = json.loads(record.read_text())
+    # the driver recorded every trial as Tune finished it, as the tuning itself reports them
+    assert sorted(recorded["trials"], key=lambda t: t["hparams"]["lr"]) == \
+        sorted(whole.trials, key=lambda t: t["hparams"]["lr"])
+    # what a tuning killed after its second trial leaves: the record of two trials, no tuning.json
+    (tmp_path / "tuning.json").unlink()
+    record.write_text(json.dumps({**recorded, "trials": recorded["trials"][:2]}))
+    resumed = tune_hyperparameters(ARCH, config, tiny_dataset, tmp_path)
+    assert resumed.trials[:2] == recorded["trials"][:2]  # kept as they were, not trained again
+    assert len(resumed.trials) == 3 and resumed.trials[2]["hparams"] not in [t["hparams"] for t in resumed.trials[:2]]
+    assert len(json.loads(record.read_text())["trials"]) == 3
+    # a record of other settings is not taken for this tuning's
+    (tmp_path / "tuning.json").unlink()
+    other = tiny_config(tiny_dataset, "retrain.tuning_trials=3", "retrain.tuning_epochs=1", "retrain.seed=7")
+    assert all(t not in resumed.trials for t in tune_hyperparameters(ARCH, other, tiny_dataset, tmp_path).trials)
+    assert wait_for_free_cpus() == ray_cluster["CPU"]
+
+
 @pytest.fixture(scope="module")
 def front(ray_cluster: dict[str, float], tiny_dataset: Path,
           tmp_path_factory: pytest.TempPathFactory) -> tuple[RetrainResult, Path, Config]:

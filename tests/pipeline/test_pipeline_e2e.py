@@ -163,3 +163,110 @@ def test_run_under_a_latency_budget_goes_all_the_way_to_a_served_champion(tiny_d
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     predictions = json.loads(predicted.stdout)
     assert len(predictions) == 80 and {p["class_name"] for p in predictions} <= {"a", "b", "c", "d"}
+
+
+def _fail(process: subprocess.Popen, code: int, timeout: float = 900) -> str:
+    """The run's output once it ended with ``code``; exactly one ``error:`` line and no traceback in it."""
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == code, out[-4000:]
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in out, out[-4000:]
+    return errors[0]
+
+
+def _status(run_dir: Path) -> dict:
+    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(run_dir), "--json"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+def test_failed_searches_end_the_run_non_zero_and_resume_goes_on_once_fixed(tiny_dataset: Path,
+                                                                           tmp_path: Path) -> None:
+    config = _write_config(tmp_path, tiny_dataset, generations=1)
+    run_dir = tmp_path / "run"
+    tampered = run_dir / "generations" / "gen-0" / "space-0" / "search.pt"
+    tampered.parent.mkdir(parents=True)
+    tampered.write_bytes(b"PK\x03\x04 tampered")
+    # a tampered generation checkpoint: one attempt (ray.max_failures is 1), exit 2, the file named
+    error = _fail(_cli("run", "--config", str(config)), 2)
+    assert error.startswith(f"error: generation 0, space 0: CheckpointError: search checkpoint {tampered} "
+                            "cannot be read"), error
+    assert len((tampered.parent / "attempts").read_text().splitlines()) == 1
+    assert not (run_dir / "evolution.json").exists()  # the generation is not counted as done
+    status = _status(run_dir)
+    assert status["status"]["phase"] == "failed" and status["status"]["error"] in error
+    client, info, _ = _mlflow_runs(run_dir)
+    parent = client.get_run(info["parent_run_id"])
+    assert parent.info.status == "FAILED" and parent.data.tags["autospace.error"] in error
+
+    # a truncated final-search checkpoint is refused, not dropped
+    tampered.unlink()
+    final_checkpoint = run_dir / "final" / "space-0" / "search.pt"
+    final_checkpoint.parent.mkdir(parents=True)
+    whole = (run_dir / "generations" / "gen-0" / "space-1" / "search.pt").read_bytes()
+    final_checkpoint.write_bytes(whole[:len(whole) // 2])
+    error = _fail(_cli("resume", str(run_dir)), 2)
+    assert error.startswith(f"error: the final search, space 0: CheckpointError: search checkpoint "
+                            f"{final_checkpoint} cannot be read"), error
+    assert json.loads((run_dir / "evolution.json").read_text())["generation"] == 1
+    assert not (run_dir / "summary.json").exists()
+
+    # a final search that keeps failing ends the run with status 1 and its cause
+    final_checkpoint.unlink()
+    error = _fail(_cli("resume", str(run_dir), env={"AUTOSPACE_FAULT_SPACE_ALWAYS": "0"}), 1)
+    assert error.startswith("error: the final search failed: RuntimeError: injected fault (always)"), error
+    assert not (run_dir / "summary.json").exists()
+
+    _finish(_cli("resume", str(run_dir)))
+    status = _status(run_dir)
+    assert status["finished"] and "error" not in status["status"]
+    client, info, runs = _mlflow_runs(run_dir)
+    parent = client.get_run(info["parent_run_id"])
+    assert parent.info.status == "FINISHED" and "autospace.error" not in parent.data.tags
+    assert [r.data.tags["autospace.generation"] for r in runs if r.data.tags.get("autospace.kind") == "generation"] \
+        == ["0"]
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 900) -> None:
+    """SIGKILL the CLI's process group (the CLI, its local Ray, every trial) once ``ready()`` holds."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.time() < deadline, "the stage to interrupt never started"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_sigkill_during_the_search_and_during_the_retrain_then_resume_does_each_stage_once(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    config = _write_config(tmp_path, tiny_dataset, generations=1, deploy=True).read_text()
+    config_file = tmp_path / "drill.yaml"
+    config_file.write_text(config.replace("tuning_trials: 2", "tuning_trials: 3"))
+    run_dir = tmp_path / "run"
+    search_checkpoints = run_dir / "generations" / "gen-0"
+    _kill_when(_cli("run", "--config", str(config_file)),
+               lambda: any(search_checkpoints.glob("space-*/search.pt")))  # an epoch in, mid-search
+    assert not (run_dir / "evolution.json").exists()
+
+    retrain_dir = run_dir / "retrain"
+    _kill_when(_cli("resume", str(run_dir)), lambda: any(retrain_dir.glob("arch-*/tuning-trials.json")))
+    [record] = retrain_dir.glob("arch-*/tuning-trials.json")
+    kept = json.loads(record.read_text())["trials"]
+    assert kept and not (run_dir / "deploy.json").exists()
+
+    _finish(_cli("resume", str(run_dir)))
+    status = _status(run_dir)
+    assert status["finished"] and status["generations_done"] == 1
+    tuning = json.loads(record.with_name("tuning.json").read_text())
+    assert len(tuning["trials"]) == 3 and tuning["trials"][:len(kept)] == kept  # finished trials kept
+    deployed = json.loads((run_dir / "deploy.json").read_text())
+    [model] = deployed["models"]
+    client, info, runs = _mlflow_runs(run_dir)
+    assert client.get_run(info["parent_run_id"]).info.status == "FINISHED"
+    kinds = [r.data.tags.get("autospace.kind") for r in runs]
+    assert kinds.count("generation") == 1 and kinds.count("space") == 2 and kinds.count("retrain") == 1
+    versions = client.search_model_versions("name='autospace-model'")
+    assert [str(v.version) for v in versions] == [str(model["version"])]  # registered once
+    assert str(client.get_model_version_by_alias("autospace-model", "champion").version) == str(model["version"])

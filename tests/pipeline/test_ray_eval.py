@@ -108,13 +108,17 @@ def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
 @pytest.fixture(scope="module")
 def faulty_run(ray_cluster: dict[str, float], tiny_dataset: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[SpaceEvaluation], Path]]:
-    """One run for both fault tests: space 0 fails once then resumes, space 1 fails every attempt."""
+    """One run for the fault tests: space 0 fails once then resumes, space 1 fails every attempt,
+    space 2 finds a tampered checkpoint."""
     storage = tmp_path_factory.mktemp("faulty")
+    (storage / "space-2").mkdir()
+    (storage / "space-2" / "search.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AUTOSPACE_FAULT_SPACE", "0")
         env.setenv("AUTOSPACE_FAULT_SPACE_ALWAYS", "1")
         config = tiny_config(tiny_dataset, "ray.max_failures=1")
-        yield evaluate_spaces([space_at(12), space_at(8)], config, tiny_dataset, storage, "faulty"), storage
+        yield evaluate_spaces([space_at(12), space_at(8), space_at(10)], config, tiny_dataset, storage,
+                              "faulty"), storage
 
 
 def test_a_failed_worker_is_retried_and_the_trial_succeeds(faulty_run: tuple[list[SpaceEvaluation], Path]) -> None:
@@ -129,8 +133,20 @@ def test_a_trial_that_keeps_failing_is_reported_not_raised(ray_cluster: dict[str
                                                           faulty_run: tuple[list[SpaceEvaluation], Path]) -> None:
     evaluations, _ = faulty_run
     failed = evaluations[1]
-    assert [e.index for e in evaluations] == [0, 1]
-    assert not failed.ok and failed.result is None
+    assert [e.index for e in evaluations] == [0, 1, 2]
+    assert not failed.ok and failed.result is None and not failed.input_error
     assert "RuntimeError: injected fault (always)" in failed.error
     assert failed.attempts == 2  # the first try and max_failures=1 retry
+    assert wait_for_free_cpus() == ray_cluster["CPU"]
+
+
+def test_a_tampered_checkpoint_fails_at_once_as_an_input_error(
+        ray_cluster: dict[str, float], faulty_run: tuple[list[SpaceEvaluation], Path]) -> None:
+    evaluations, storage = faulty_run
+    tampered = evaluations[2]
+    assert not tampered.ok and tampered.result is None and tampered.input_error
+    assert tampered.attempts == 1  # max_failures=1, but a deterministic error is not retried
+    assert tampered.error.startswith(f"CheckpointError: search checkpoint {storage / 'space-2' / 'search.pt'} "
+                                     "cannot be read")
+    assert "delete it" in tampered.error
     assert wait_for_free_cpus() == ray_cluster["CPU"]
