@@ -97,7 +97,7 @@ def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: b
     if live.get("phase") == "failed":
         phase, trials = f"failed: {live.get('error', 'no error recorded')}; after fixing it: autospace resume " \
                         f"{out_dir}", 0
-    elif info.get("running") is False:  # the status file still says what the dead process was doing
+    elif info.get("running") is False and not info["finished"]:  # the file still says what the dead run did
         seen = datetime.fromtimestamp(info["last_seen"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         phase = f"not running (last seen {seen}, was: {phase}); continue: autospace resume {out_dir}"
         trials = 0
