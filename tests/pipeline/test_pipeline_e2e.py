@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from pipeline.tables import arch_id
 from spaces.arch import Arch
 from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
@@ -71,7 +72,8 @@ def test_run_then_summary_and_mlflow_agree(tiny_dataset: Path, tmp_path: Path) -
     run_dir = tmp_path / "run"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert Arch.parse(summary["best"]["arch"]).num_classes == 4 and 0 <= summary["best"]["val_accuracy"] <= 1
-    assert summary["best"]["arch"] in out and (run_dir / "pareto.png").stat().st_size > 1000
+    # tables name archs by their 8-hex id (the full strings are in summary.json and with --wide)
+    assert arch_id(summary["best"]["arch"]) in out and (run_dir / "pareto.png").stat().st_size > 1000
     client, info, runs = _mlflow_runs(run_dir)
     parent = client.get_run(info["parent_run_id"])
     assert parent.info.status == "FINISHED" and summary["mlflow"]["run_id"] == info["parent_run_id"]
@@ -149,7 +151,7 @@ def test_run_under_a_latency_budget_goes_all_the_way_to_a_served_champion(tiny_d
     assert model["retrain"]["test_accuracy"] > 0.4  # 4 classes: chance is 0.25
     assert model["export"]["parity_max_abs_diff"]["onnx"] <= 1e-4
     assert model["promotion"]["decision"] == "promoted"  # the first model of a registry becomes champion
-    assert model["arch"] in out and "promoted" in out
+    assert arch_id(model["arch"]) in out and "promoted" in out
     client, info, runs = _mlflow_runs(run_dir)
     champion = client.get_model_version_by_alias("autospace-model", "champion")
     assert str(champion.version) == str(model["version"])
