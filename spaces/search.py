@@ -43,7 +43,7 @@ from torch import nn
 from spaces.arch import Arch
 from spaces.atomic import write_atomically
 from spaces.cost import Cost, arch_cost
-from spaces.derive import Candidate, budget_cost, derive_on_budget
+from spaces.derive import Candidate, derive_on_budget
 from spaces.errors import UserError
 from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
@@ -313,8 +313,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     probabilities = net.probabilities()
     return SearchResult(arch=arch, choice=choice, cost=arch_cost(arch), **pricing.expected(),
                         val_accuracy=val_accuracy,
-                        predicted_latency_ms=budget_cost(arch, "latency", latency_table)
-                        if latency_table is not None else None,
+                        predicted_latency_ms=latency_table.predict(arch) if latency_table is not None else None,
                         probabilities=probabilities, entropy=choice_entropy(probabilities), candidates=candidates,
                         history=history, wall_seconds=time.perf_counter() - start)
 
