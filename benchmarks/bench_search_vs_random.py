@@ -27,94 +27,25 @@ import random
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-import torch
-
+from benchmarks.retrain_jobs import (Data, bootstrap_median_se, init_worker, matched_rivals, retrain, se,
+                                     worker_data)
 from pipeline.data import default_dataset, load_dataset
 from spaces.arch import Arch
 from spaces.cost import arch_cost
-from spaces.modules import ChildNet
 from spaces.search import SearchData, SearchSettings, search
-from spaces.space import SearchSpace, default_space
-from spaces.supernet import resize_input
-from spaces.training import evaluate, train_epoch
-
-
-@dataclass(frozen=True)
-class Data:
-    """The seeded subsets every process works on."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-_DATA: Data | None = None
-
-
-def _init_worker(data: Data) -> None:
-    global _DATA
-    torch.set_num_threads(1)
-    _DATA = data
+from spaces.space import default_space
 
 
 def run_search(settings: SearchSettings) -> dict:
     """One search in a worker; its derived arch and what it reports."""
-    data = _DATA
+    data = worker_data()
     result = search(default_space(), SearchData(data.x_train, data.y_train, data.x_val, data.y_val), settings)
     return {"seed": settings.seed, "arch": result.arch.encode(), "madds": result.cost.madds,
             "expected_madds": result.expected_madds, "val_accuracy": result.val_accuracy,
             "entropy": result.entropy["mean"], "max_entropy": result.entropy["max"], "wall": result.wall_seconds}
-
-
-def retrain(job: tuple[str, int, int, float, int]) -> float:
-    """Test accuracy of ``arch`` trained from scratch: same recipe for every arch; the seed sets init and batches."""
-    encoded, epochs, batch_size, lr, seed = job
-    data, arch = _DATA, Arch.parse(encoded)
-    torch.manual_seed(seed)
-    net = ChildNet(arch)
-    params = list(net.parameters())
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * (len(data.x_train) // batch_size))
-    order = torch.Generator().manual_seed(seed)
-    x = resize_input(data.x_train, arch.input_size)
-    net.train()
-    for _ in range(epochs):
-        train_epoch(net, params, optimizer, x, data.y_train, batch_size, order, before_step=schedule.step)
-    net.eval()
-    return evaluate(net, resize_input(data.x_test, arch.input_size), data.y_test)
-
-
-def matched_rivals(space: SearchSpace, searched: str, count: int, match: float, rng: random.Random,
-                   exclude: set[str], attempts: int = 200_000) -> list[str]:
-    """``count`` distinct random members whose MAdds lie within ``match`` of the searched arch's."""
-    madds = arch_cost(Arch.parse(searched)).madds
-    found: list[str] = []
-    for _ in range(attempts):
-        arch = space.sample(rng)
-        key = arch.encode()
-        if abs(arch_cost(arch).madds / madds - 1) <= match and key not in exclude:
-            exclude.add(key)
-            found.append(key)
-            if len(found) == count:
-                break
-    return found
-
-
-def bootstrap_median_se(values: list[float], rounds: int = 4000, seed: int = 0) -> float:
-    rng = random.Random(seed)
-    medians = [statistics.median(rng.choices(values, k=len(values))) for _ in range(rounds)]
-    return statistics.stdev(medians)
-
-
-def _se(values: list[float]) -> float:
-    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
 
 
 def main() -> None:
@@ -149,7 +80,7 @@ def main() -> None:
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
           f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {args.target:,.0f} MAdds, "
           f"{args.cost_loss} loss, arch lr {args.arch_lr}; {args.workers} workers x 1 thread", flush=True)
-    pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker,
+    pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     settings = [SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
                                seed=seed, target=args.target, cost_loss=args.cost_loss, arch_lr=args.arch_lr)
@@ -175,18 +106,18 @@ def main() -> None:
         runs = scores[i * len(seeds):(i + 1) * len(seeds)]
         means[arch] = statistics.fmean(runs)
         cost = arch_cost(Arch.parse(arch))
-        print(f"{i:>3} {kind:<12} {cost.madds:>11,} {cost.params:>9,} {means[arch]:>9.4f} {_se(runs):>7.4f}  "
+        print(f"{i:>3} {kind:<12} {cost.madds:>11,} {cost.params:>9,} {means[arch]:>9.4f} {se(runs):>7.4f}  "
               f"{' '.join(f'{r:.4f}' for r in runs)}  {arch}")
 
     searched = [means[s["arch"]] for s in searches]
     rival_scores = [means[a] for found in rivals.values() for a in found]
     mean, median = statistics.fmean(searched), statistics.median(rival_scores)
-    se_diff = (_se(searched) ** 2 + bootstrap_median_se(rival_scores) ** 2) ** 0.5
+    se_diff = (se(searched) ** 2 + bootstrap_median_se(rival_scores) ** 2) ** 0.5
     rank = 1 + sum(r > mean for r in rival_scores)
     paired = [means[s["arch"]] - statistics.median(means[a] for a in rivals[s["seed"]]) for s in searches
               if rivals[s["seed"]]]
     test_se = (mean * (1 - mean) / len(data.x_test)) ** 0.5
-    print(f"\nsearched mean {mean:.4f} (s.e. {_se(searched):.4f} over {len(searched)} searches), rivals median "
+    print(f"\nsearched mean {mean:.4f} (s.e. {se(searched):.4f} over {len(searched)} searches), rivals median "
           f"{median:.4f} (n={len(rival_scores)}, s.e. {bootstrap_median_se(rival_scores):.4f}, range "
           f"{min(rival_scores):.4f}-{max(rival_scores):.4f}); test split s.e. {test_se:.4f}")
     print(f"difference {100 * (mean - median):+.2f} points = {(mean - median) / se_diff:+.2f} s.e. of the difference; "
@@ -194,7 +125,7 @@ def main() -> None:
           f"{'yes' if rank <= (len(rival_scores) + 1) / 4 else 'no'})")
     print(f"paired (each search minus its own rivals' median): "
           f"{' '.join(f'{100 * p:+.2f}' for p in paired)} points, mean {100 * statistics.fmean(paired):+.2f} "
-          f"(s.e. {100 * _se(paired):.2f})")
+          f"(s.e. {100 * se(paired):.2f})")
     print(f"wall {time.perf_counter() - start:.0f}s")
 
 

@@ -1,39 +1,64 @@
-"""Fitness: per-cell evidence from a search's architecture probabilities, and space-level reward.
+"""Fitness: per-cell evidence from a search's accuracy effects, and the space-level reward with its error.
 
-Cell evidence (AutoSpace's differentiable fitness): after a supernet search of a
-candidate space, a cell's softmax probability in its layer, scaled by the number
-of choices so that a uniform layer gives 1.0. A cell's fitness is a moving
-average of its evidence over the generations it was sampled in.
+Cell evidence: after a supernet search of a candidate space, each cell's accuracy
+effect at its place (:mod:`spaces.evidence`: how many points of validation
+accuracy the cell is worth relative to its layer's other choices, among members
+of the space within the budget). A cell's fitness is a moving average of its
+evidence over the generations it was offered in; 0 means "no better or worse
+than its neighbours". A cell never evaluated has an explicit prior: 0 for the
+first population, and for a mutant its parent's fitness shrunk by
+``MUTANT_PRIOR_SHRINK`` (a mutant resembles its parent, but only partly).
 
 Space reward (MnasNet): ``acc * (cost / target) ** w`` with ``w < 0`` above the
-target and 0 below it — a soft ceiling that still ranks spaces whose derived
-architectures overshoot.
+target and 0 below it, averaged over the architectures the search drew from its
+learned distribution and ranked (the derivation's candidates, all within the
+budget when any draw fits): the reward of the space's learned distribution, not
+of one lucky draw. Its standard error combines the spread between those
+architectures with the binomial error of the validation images they share.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from spaces.space import SKIP, SearchSpace
 
-__all__ = ["COST_KEYS", "average_evidence", "cell_evidence", "result_cost", "space_reward", "moving_average"]
+__all__ = ["COST_KEYS", "MUTANT_PRIOR_SHRINK", "SpaceScore", "average_evidence", "cell_evidence", "moving_average",
+           "result_cost", "space_reward", "space_score"]
 
 COST_KEYS = {"madds": "madds", "params": "params", "latency": "predicted_latency_ms"}
 """Budget metric -> the key of a search result holding its derived architecture's cost on that metric."""
 
+MUTANT_PRIOR_SHRINK = 0.5
 
-def cell_evidence(space: SearchSpace, probabilities: dict[str, Any]) -> dict[tuple[int, int, str], float]:
-    """Evidence per (stage, layer, cell) from one search; ``skip`` is not a cell and is left out."""
+
+@dataclass(frozen=True)
+class SpaceScore:
+    """A space's reward (mean over its scored architectures) and the standard error of that mean."""
+
+    reward: float
+    se: float
+    architectures: int
+
+
+def cell_evidence(space: SearchSpace, result: dict[str, Any]) -> dict[tuple[int, int, str], float]:
+    """Evidence per (stage, layer, cell) from one search's accuracy effects; ``skip`` and cells the
+    search never drew are left out."""
+    effects = (result.get("cell_effects") or {}).get("effects")
+    if effects is None:
+        raise ValueError("the search result has no cell_effects: run the search with evidence_samples > 0")
     evidence: dict[tuple[int, int, str], float] = {}
-    for s, (stage, layers) in enumerate(zip(space.stages, probabilities["cells"])):
-        for i, probs in enumerate(layers):
+    for s, (stage, layers) in enumerate(zip(space.stages, effects)):
+        for i, values in enumerate(layers):
             choices = stage.choices(i)
-            if len(probs) != len(choices):
-                raise ValueError(f"stage {s} layer {i}: {len(probs)} probabilities for {len(choices)} choices")
-            for cell, p in zip(choices, probs):
-                if cell != SKIP:
-                    evidence[(s, i, cell)] = p * len(choices)
+            if len(values) != len(choices):
+                raise ValueError(f"stage {s} layer {i}: {len(values)} effects for {len(choices)} choices")
+            for cell, value in zip(choices, values):
+                if cell != SKIP and value is not None:
+                    evidence[(s, i, cell)] = value
     return evidence
 
 
@@ -64,3 +89,22 @@ def result_cost(result: dict[str, Any], metric: str) -> float:
 def space_reward(accuracy: float, cost: float, target: float, exponent: float) -> float:
     """MnasNet reward with a soft ceiling: no penalty at or below the target."""
     return accuracy * (cost / target) ** exponent if cost > target else accuracy
+
+
+def space_score(result: dict[str, Any], metric: str, target: float, exponent: float) -> SpaceScore:
+    """The reward of a searched space over its ranked candidates (module docstring), with its standard error.
+
+    A search that ranked none (nothing fit, or ranking was off) is scored by its derived
+    architecture alone, with the binomial error of its validation accuracy.
+    """
+    images = max(int(result.get("val_images") or 0), 1)
+    scored = [c for c in result.get("candidates", []) if c.get("accuracy") is not None]
+    if not scored:
+        accuracy = float(result["val_accuracy"])
+        reward = space_reward(accuracy, result_cost(result, metric), target, exponent)
+        return SpaceScore(reward, math.sqrt(accuracy * (1 - accuracy) / images), 1)
+    rewards = [space_reward(c["accuracy"], c["cost"], target, exponent) for c in scored]
+    mean = sum(rewards) / len(rewards)
+    spread = sum((r - mean) ** 2 for r in rewards) / (len(rewards) - 1) if len(rewards) > 1 else 0.0
+    accuracy = sum(c["accuracy"] for c in scored) / len(scored)
+    return SpaceScore(mean, math.sqrt(spread / len(rewards) + accuracy * (1 - accuracy) / images), len(rewards))

@@ -1,19 +1,31 @@
-"""The AutoSpace outer loop: evolve per-layer cell populations by differentiable fitness.
+"""The AutoSpace outer loop: evolve per-layer cell populations by fitness measured on supernets.
 
 Each generation samples candidate search spaces — per layer, K cells chosen by
 tournament on fitness, always with the reference architecture's cell, so every
 space contains the reference — and hands them to an injected evaluator (a
 supernet search per space; on Ray in the pipeline, in-process in tests). The
-searches' architecture probabilities update each cell's fitness; the derived
-architectures' accuracy and cost give each space a reward that keeps an elite,
-whose best is the run's best architecture so far. Then the worst cells of every layer are replaced by
-mutants of the best. The whole state is plain JSON, saved atomically after
-every generation, so a run resumes exactly where it stopped.
+searches' cell accuracy effects update each cell's fitness (:mod:`evolve.fitness`);
+the ranked architectures of each search give its space a reward with a standard
+error, which keeps an elite whose best is the run's best architecture so far.
+The elite is not trusted on one score: from the second generation on, the best
+elite space is proposed again and re-scored, and its reward is the mean of all
+its scores. Then the worst cells of every layer are replaced by mutants of the
+best, each starting from a prior shrunk from its parent's fitness (and, in the
+pipeline's weight pool, from its parent's weights: the report's ``parents``).
+
+Continuity (what a generation learned carries into the next) is the
+evaluator's side: :meth:`Evolution.cell_logits` gives each space's searches op
+logits that start from the cells' fitness, and the pipeline keeps a pool of
+supernet weights per cell and place (``spaces.supernet.Supernet.cell_weights``).
+
+The whole state is plain JSON, saved atomically after every generation, so a
+run resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -21,15 +33,19 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evolve.cells import VOCABULARY_SIZE, mutate_cell, random_cell
-from evolve.fitness import average_evidence, cell_evidence, moving_average, result_cost, space_reward
+from evolve.fitness import MUTANT_PRIOR_SHRINK, average_evidence, cell_evidence, moving_average, space_score
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
 from spaces.atomic import write_text_atomically
-from spaces.space import SearchSpace
+from spaces.cost import arch_cost
+from spaces.space import SKIP, SearchSpace
 
 __all__ = ["EvolutionSettings", "CellRecord", "Evolution", "Evaluator", "STATE_FORMAT"]
 
-STATE_FORMAT = "autospace-evolution/1"
+STATE_FORMAT = "autospace-evolution/2"
+EFFECT_PER_LOGIT = 0.02  # a cell 2 accuracy points better than its neighbours starts one logit ahead
+MAX_PRIOR_LOGIT = 2.0  # ... and never more than this: the search must still be able to change its mind
+COST_RANGE_SAMPLES = 200  # uniform members priced for the cost range a space spans
 Evaluator = Callable[[list[SearchSpace]], Sequence[dict[str, Any] | None]]
 """Scores candidate spaces: per space a search result dict (``SearchResult.to_dict()``) or None if it failed."""
 
@@ -63,9 +79,10 @@ class CellRecord:
     """A cell in a layer's population and what the searches said about it."""
 
     cell: str
-    fitness: float = 1.0
+    fitness: float = 0.0  # accuracy effect (a fraction); until evaluated, the prior
     evaluations: int = 0
     born: int = 0
+    parent: str | None = None  # the cell a mutant was made from (it starts from its weights too)
 
 
 @dataclass
@@ -77,7 +94,8 @@ class Evolution:
     settings: EvolutionSettings
     populations: list[list[list[CellRecord]]]
     generation: int = 0
-    elite: list[dict[str, Any]] = field(default_factory=list)  # {"space", "reward", "result", "generation"}
+    # {"space", "reward" (mean of "rewards"), "rewards", "se", "result", "generation"}
+    elite: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: Any = None
     elapsed_seconds: float = 0.0
@@ -115,7 +133,8 @@ class Evolution:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evolution:
         if data.get("format") != STATE_FORMAT:
-            raise ValueError(f"evolution state has format {data.get('format')!r}, expected {STATE_FORMAT!r}")
+            raise ValueError(f"evolution state has format {data.get('format')!r}, expected {STATE_FORMAT!r} "
+                             "(a run made by an older AutoSpace cannot be resumed by this one; start a new run)")
         template = SearchSpace.from_dict(data["template"])
         return cls(template=template, reference=Reference.locate(Arch.parse(data["reference"]), template),
                    settings=EvolutionSettings(**data["settings"]),
@@ -159,19 +178,38 @@ class Evolution:
         return tuple(chosen)
 
     def propose(self) -> list[SearchSpace]:
-        """This generation's candidate spaces (deterministic given the saved state)."""
+        """This generation's candidate spaces (deterministic given the saved state).
+
+        With an elite and room for more than one space, the first is the best elite space
+        itself, to be re-scored; the others are new.
+        """
         rng = self._rng()
         parents = [SearchSpace.from_dict(e["space"]) for e in self.elite] or [self.template]
         max_resolution = max(self.template.resolutions)
+        rescored = [parents[0]] if self.elite and self.settings.spaces_per_generation > 1 else []
         spaces = []
-        for _ in range(self.settings.spaces_per_generation):
+        for _ in range(self.settings.spaces_per_generation - len(rescored)):
             base = parents[0] if len(parents) == 1 else crossover(*rng.sample(parents, 2), rng)
             if rng.random() < 0.5:
                 base = mutate_genome(base, self.reference, max_resolution, rng)
             stages = tuple(replace(stage, layers=tuple(self._cells_for(s, i, rng) for i in range(len(stage.layers))))
                            for s, stage in enumerate(base.stages))
             spaces.append(self.reference.include(replace(base, stages=stages, name=f"g{self.generation}")))
-        return spaces
+        return rescored + spaces
+
+    def cell_logits(self, space: SearchSpace) -> list[list[list[float]]]:
+        """Op logits for a search of ``space`` that start from the cells' fitness (``skip``: 0)."""
+        fitness = {(s, i, r.cell): r.fitness for s, stage in enumerate(self.populations)
+                   for i, layer in enumerate(stage) for r in layer}
+
+        def logit(s: int, i: int, cell: str) -> float:
+            if cell == SKIP:
+                return 0.0
+            value = fitness.get((s, i, cell), 0.0) / EFFECT_PER_LOGIT
+            return max(-MAX_PRIOR_LOGIT, min(MAX_PRIOR_LOGIT, value))
+
+        return [[[logit(s, i, cell) for cell in stage.choices(i)] for i in range(len(stage.layers))]
+                for s, stage in enumerate(space.stages)]
 
     def update(self, spaces: list[SearchSpace], results: Sequence[dict[str, Any] | None],
                wall_seconds: float = 0.0) -> dict[str, Any]:
@@ -179,49 +217,69 @@ class Evolution:
         if len(results) != len(spaces):
             raise ValueError(f"{len(results)} results for {len(spaces)} spaces")
         s = self.settings
-        rewards = []
-        for space, result in zip(spaces, results):
-            if result is None:
-                rewards.append(None)
-                continue
-            reward = space_reward(result["val_accuracy"], result_cost(result, s.metric), s.target, s.reward_exponent)
-            rewards.append(reward)
-            self.elite.append({"space": space.to_dict(), "reward": reward, "result": result,
-                               "generation": self.generation})
+        scores = [None if result is None else space_score(result, s.metric, s.target, s.reward_exponent)
+                  for result in results]
+        for space, result, score in zip(spaces, results, scores):
+            if score is not None:
+                self._add_to_elite(space, result, score)
         self.elite = sorted(self.elite, key=lambda e: -e["reward"])[:max(s.elite, 1)]
-        evidence = average_evidence([cell_evidence(space, r["probabilities"]) for space, r in zip(spaces, results)
-                                     if r is not None])
+        evidence = average_evidence([cell_evidence(space, r) for space, r in zip(spaces, results) if r is not None])
         for (stage, layer, cell), value in evidence.items():
             for record in self.populations[stage][layer]:
                 if record.cell == cell:
                     record.fitness = moving_average(record.fitness, value, s.fitness_momentum,
                                                     first=record.evaluations == 0)
                     record.evaluations += 1
+        scored_fitness = [[{r.cell: r.fitness if r.evaluations else None for r in layer} for layer in stage]
+                          for stage in self.populations]
         rng = self._rng()
         changes = self._replace_worst(rng)
+        for change in changes:
+            change["fitness"] = scored_fitness[change["stage"]][change["layer"]]
         self.rng_state = _encode_rng(rng.getstate())
-        scored = [r for r in rewards if r is not None]
+        rewards = [score.reward for score in scores if score is not None]
+        best = max((sc for sc in scores if sc is not None), key=lambda sc: sc.reward, default=None)
         report = {
             "generation": self.generation,
-            "best_reward": max(scored) if scored else None,
-            "mean_reward": sum(scored) / len(scored) if scored else None,
-            "failed_spaces": sum(r is None for r in rewards),
+            "best_reward": best.reward if best else None,
+            "best_reward_se": best.se if best else None,
+            "mean_reward": sum(rewards) / len(rewards) if rewards else None,
+            "failed_spaces": sum(r is None for r in results),
             "spaces": [{"cardinality": space.cardinality, "log10_cardinality": round(space.log10_cardinality, 3),
-                        "reward": reward, "arch": result["arch"] if result else None,
+                        "madds_range": _madds_range(space),
+                        "rescored": i == 0 and space.name != f"g{self.generation}",
+                        "reward": score.reward if score else None, "reward_se": score.se if score else None,
+                        "arch": result["arch"] if result else None,
                         "val_accuracy": result["val_accuracy"] if result else None,
                         "madds": result["madds"] if result else None, "params": result["params"] if result else None,
                         "predicted_latency_ms": result.get("predicted_latency_ms") if result else None}
-                       for space, reward, result in zip(spaces, rewards, results)],
+                       for i, (space, score, result) in enumerate(zip(spaces, scores, results))],
             "layers": changes,
             # the elite's best so far; the key predates the registry's `champion` alias and stays for old runs
             "champion": self.elite[0]["result"]["arch"] if self.elite else None,
             "champion_reward": self.elite[0]["reward"] if self.elite else None,
+            "champion_reward_se": self.elite[0]["se"] if self.elite else None,
             "wall_seconds": wall_seconds,
         }
         self.history.append(report)
         self.generation += 1
         self.elapsed_seconds += wall_seconds
         return report
+
+    def _add_to_elite(self, space: SearchSpace, result: dict[str, Any], score: Any) -> None:
+        """A re-scored elite space averages its scores (its latest search's result stands); a new one joins."""
+        data = space.to_dict()
+        for entry in self.elite:
+            if entry["space"] == data:
+                entry["rewards"].append(score.reward)
+                entry["ses"].append(score.se)
+                n = len(entry["rewards"])
+                entry["reward"] = sum(entry["rewards"]) / n
+                entry["se"] = math.sqrt(sum(se ** 2 for se in entry["ses"])) / n
+                entry["result"] = result
+                return
+        self.elite.append({"space": data, "reward": score.reward, "rewards": [score.reward], "se": score.se,
+                           "ses": [score.se], "result": result, "generation": self.generation})
 
     def _replace_worst(self, rng: random.Random) -> list[dict[str, Any]]:
         """Replace each layer's lowest-fitness cells by mutants of its best (the reference cell stays)."""
@@ -240,10 +298,12 @@ class Evolution:
                                  key=lambda r: r.fitness)
                     child = _mutant(parent.cell, present, rng)
                     present.add(child)
-                    added.append(CellRecord(child, fitness=parent.fitness, born=self.generation + 1))
+                    added.append(CellRecord(child, fitness=MUTANT_PRIOR_SHRINK * parent.fitness,
+                                            born=self.generation + 1, parent=parent.cell))
                 stage[i] = keep + added
                 changes.append({"stage": s, "layer": i, "kept": [r.cell for r in keep],
-                                "added": [r.cell for r in added], "dropped": [r.cell for r in dropped]})
+                                "added": [r.cell for r in added], "parents": {r.cell: r.parent for r in added},
+                                "dropped": [r.cell for r in dropped]})
         return changes
 
     # ---- result -----------------------------------------------------------------------------
@@ -270,6 +330,13 @@ class Evolution:
                 self.save(checkpoint)
             if on_generation is not None:
                 on_generation(report)
+
+
+def _madds_range(space: SearchSpace) -> list[float]:
+    """The 5th and 95th percentile MAdds of uniform members of ``space`` (seeded: the same every time)."""
+    rng = random.Random(0)
+    madds = sorted(arch_cost(space.sample(rng)).madds for _ in range(COST_RANGE_SAMPLES))
+    return [float(madds[len(madds) // 20]), float(madds[-len(madds) // 20 - 1])]
 
 
 def _mutant(cell: str, present: set[str], rng: random.Random) -> str:

@@ -93,6 +93,8 @@ class SearchConfig(_Section):
     derive_ranked: int = Field(8, ge=0, description="in-budget candidates ranked by inherited accuracy (0: argmax)")
     derive_samples: int = Field(256, ge=0, description="architectures drawn from the learned distribution")
     derive_window: float = Field(0.1, ge=0, lt=1, description="prefer candidates within this share below target")
+    evidence_samples: int = Field(32, ge=1, description="uniform members within budget whose inherited accuracy "
+                                  "gives each cell's accuracy effect (the evolution's cell fitness)")
 
     @model_validator(mode="after")
     def _warmup_shorter_than_search(self) -> SearchConfig:

@@ -58,6 +58,7 @@ from pipeline.run_dir import (RunPaths, heartbeat, prepare_run_dir, read_status,
 from pipeline.run_report import write_report
 from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
+from pipeline.weight_pool import POOL_FILE, SEARCH_WEIGHTS_FILE, merge_pools
 from spaces.arch import Arch
 from spaces.errors import UserError
 from spaces.reference import reference_arch
@@ -136,17 +137,30 @@ class EvolutionRunner:
             write_json(gen_dir / "spaces.json", [s.to_dict() for s in spaces])
             self._set_status(phase="evolution", generation=n, running_trials=len(spaces),
                              generations=config.evolution.generations)
-            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table_path)
+            pool = self._pool(n - 1)
+            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table_path,
+                                          pool=pool, cell_logits=[evolution.cell_logits(s) for s in spaces])
             results = [e.result if e.ok else None for e in evaluations]
             predict_latency(self.table_path, config, results)
             write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
             check_searches(evaluations, f"generation {n}", gen_dir / "results.json", paths.root)
-            evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
+            report = evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
+            # before the state moves on: a crash in between re-runs this generation, which rewrites the same pool
+            searched = [(gen_dir / f"space-{i}" / SEARCH_WEIGHTS_FILE, entry["reward"])
+                        for i, entry in enumerate(report["spaces"]) if entry["reward"] is not None]
+            bred = [(c["stage"], c["layer"], parent, mutant) for c in report["layers"]
+                    for mutant, parent in c["parents"].items()]
+            merge_pools(pool, searched, gen_dir / POOL_FILE, mutants=bred)
             evolution.save(paths.state)
             self._log_generation(evolution.history[-1], evolution, tracker)
             self._set_status(running_trials=0, generations_done=evolution.generation)
             self._refresh_report(tracker)
         return self._deploy(self._finish(evolution, tracker, data_path), tracker, data_path)
+
+    def _pool(self, generation: int) -> Path | None:
+        """The weight pool after ``generation`` (what the next searches start from); None before the first."""
+        path = self.paths.generation(generation) / POOL_FILE
+        return path.resolve() if generation >= 0 and path.exists() else None
 
     def _refresh_report(self, tracker: Tracker) -> None:
         """Rewrite ``report.html`` from the run directory and log it to the parent run."""
@@ -169,7 +183,9 @@ class EvolutionRunner:
         self._set_status(phase="final search", running_trials=1)
         learned = evolution.learned_space()
         write_json(paths.final / "space.json", learned.to_dict())
-        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table_path)[0]
+        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table_path,
+                                pool=self._pool(evolution.generation - 1),
+                                cell_logits=[evolution.cell_logits(learned)])[0]
         predict_latency(self.table_path, config, [final.result if final.ok else None])
         write_json(paths.final / "results.json", [final.to_dict()])
         check_searches([final], "the final search", paths.final / "results.json", paths.root)
@@ -186,12 +202,13 @@ class EvolutionRunner:
         summary = {
             "best": {"arch": best["arch"], "val_accuracy": best["val_accuracy"], "madds": best["madds"],
                      "params": best["params"], "predicted_latency_ms": best.get("predicted_latency_ms"),
-                     "fitness": _reward(best, config),
+                     "reward": _reward(best, config),
                      "from": "final search" if best.get("final") else f"generation {best['generation']}"},
             "final_search": final.result,
             "learned_space": learned.to_dict(),
-            "generations": [{"generation": h["generation"], "best_fitness": h["best_reward"],
-                             "mean_fitness": h["mean_reward"], "champion": h["champion"]} for h in evolution.history],
+            "generations": [{"generation": h["generation"], "best_reward": h["best_reward"],
+                             "best_reward_se": h["best_reward_se"], "mean_reward": h["mean_reward"],
+                             "champion": h["champion"]} for h in evolution.history],
             "pareto_front": front,
             "mlflow": {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
                        "run_id": tracker.parent_run_id},

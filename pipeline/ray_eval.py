@@ -69,8 +69,9 @@ from pipeline.cluster import ensure_ray, fail_once, torch_trainer, worker_groups
 from pipeline.config import Config
 from pipeline.latency_table import load_table, measure_spaces
 from pipeline.search_job import load_search_data, search_settings
+from pipeline.weight_pool import SEARCH_WEIGHTS_FILE, load_pool
 from spaces.errors import UserError
-from spaces.search import search
+from spaces.search import WarmStart, search
 from spaces.space import SearchSpace
 
 __all__ = ["SpaceEvaluation", "evaluate_spaces", "trial_capacity"]
@@ -118,7 +119,8 @@ def trial_capacity(config: Config) -> int:
 
 
 def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, storage: Path,
-                    name: str, latency_table: Path | None = None) -> list[SpaceEvaluation]:
+                    name: str, latency_table: Path | None = None, pool: Path | None = None,
+                    cell_logits: list[list[list[list[float]]]] | None = None) -> list[SpaceEvaluation]:
     """Run one supernet search per space as concurrent Tune trials; results in input order.
 
     Args:
@@ -130,6 +132,10 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
         latency_table: the run's latency table file, needed under a latency budget: every
             entry the spaces can need is measured into it here, before any trial starts,
             and every trial prices latency from it (visible to every node, like ``storage``).
+        pool: a weight pool (:mod:`pipeline.weight_pool`) every search starts from, where it
+            offers the pool's cells; each search leaves its own trained weights in
+            ``<storage>/space-<i>/cells.pt``.
+        cell_logits: per space, the op logits its search starts from (fitness priors).
     """
     search_settings(config)  # a config the search rejects fails here, not in every trial
     if not spaces:
@@ -151,6 +157,7 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
         _run_trial, spaces=[s.to_dict() for s in spaces], config=config.model_dump(mode="json"),
         data_path=str(Path(data_path).resolve()), storage=str(storage), name=name,
         latency_table=str(Path(latency_table).resolve()) if latency_table is not None else None,
+        pool=str(Path(pool).resolve()) if pool is not None else None, cell_logits=cell_logits,
         faults={key: os.environ.get(key) for key in (FAULT_ONCE_ENV, FAULT_ALWAYS_ENV)})
     concurrency = min(trial_capacity(config), len(spaces))
     logger.info("evaluating %d spaces, %d at a time, under %s", len(spaces), concurrency, storage / name)
@@ -193,6 +200,7 @@ def _prepare_space_dir(storage: Path, index: int, space: SearchSpace) -> None:
     if record.exists() and record.read_text() != text:
         logger.warning("%s held the search of another space; starting this one from scratch", space_dir)
         (space_dir / "search.pt").unlink(missing_ok=True)
+        (space_dir / SEARCH_WEIGHTS_FILE).unlink(missing_ok=True)
     space_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(text)
 
@@ -203,7 +211,8 @@ def _attempts(storage: Path, index: int) -> int:
 
 
 def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data_path: str, storage: str,
-               name: str, latency_table: str | None, faults: dict[str, str | None]) -> None:
+               name: str, latency_table: str | None, pool: str | None, cell_logits: list | None,
+               faults: dict[str, str | None]) -> None:
     """Tune trial function: one Train job searching one space, reported to Tune as one row."""
     start = time.perf_counter()
     index = int(params["index"])
@@ -211,7 +220,8 @@ def _run_trial(params: dict[str, Any], *, spaces: list[dict], config: dict, data
     trainer = torch_trainer(
         _search_worker,
         {"index": index, "space": spaces[index], "config": config, "data_path": data_path,
-         "space_dir": str(_space_dir(Path(storage), index)), "faults": faults, "latency_table": latency_table},
+         "space_dir": str(_space_dir(Path(storage), index)), "faults": faults, "latency_table": latency_table,
+         "pool": pool, "cell_logits": cell_logits[index] if cell_logits is not None else None},
         workers=ray_config.workers_per_trial, cpus_per_worker=ray_config.cpus_per_worker,
         storage=Path(storage) / "train", name=f"{name}-space-{index}", max_failures=ray_config.max_failures)
     row: dict[str, Any] = {"index": index, "ok": False, "result_json": "", "failure": "", "input_error": False}
@@ -253,10 +263,13 @@ def _search(loop_config: dict[str, Any]) -> dict | None:
         _maybe_inject_fault(loop_config["index"], loop_config["faults"], space_dir)
     config = Config.model_validate(loop_config["config"])
     data = load_search_data(config, Path(loop_config["data_path"]))
-    table = loop_config["latency_table"]
+    table, pool = loop_config["latency_table"], loop_config["pool"]
+    warm = WarmStart(weights=load_pool(Path(pool)) if pool is not None else None,
+                     cell_logits=loop_config["cell_logits"])
     result = search(SearchSpace.from_dict(loop_config["space"]), data, search_settings(config),
                     checkpoint=space_dir / "search.pt",
-                    latency_table=load_table(Path(table), config) if table is not None else None)
+                    latency_table=load_table(Path(table), config) if table is not None else None,
+                    warm_start=warm, weights_out=space_dir / SEARCH_WEIGHTS_FILE)
     return result.to_dict() if rank == 0 else None
 
 

@@ -145,7 +145,7 @@ def _follow(config: Config, resume_run: bool) -> dict:
         live = status["status"]
         bar.update(status["generations_done"], phase=live.get("phase", "starting"),
                    trials=live.get("running_trials", 0),
-                   best=f"{status['best_fitness']:.4f}" if status["best_fitness"] is not None else "-")
+                   best=f"{status['best_reward']:.4f}" if status["best_reward"] is not None else "-")
 
     # Ray and MLflow load only for commands that use them
     from deploy.stage import deploy_run

@@ -88,16 +88,16 @@ def read_status(out_dir: Path) -> dict[str, Any]:
     status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
     history = _history(_read_json(paths.state, dict, _STATE_FIX), paths.state) if paths.state.exists() else []
     ended = status.get("phase") in ("done", "failed")
-    best_fitness = max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None)
+    best_reward = max((h["best_reward"] for h in history if h["best_reward"] is not None), default=None)
     best_arch = history[-1]["champion"] if history else None  # the elite's best; not the registry's champion
     if paths.summary.exists():  # after the final search: the run's best, which may come from that search
         best = _read_json(paths.summary, dict, _SUMMARY_FIX).get("best")
         if isinstance(best, dict) and best.get("arch"):
-            best_fitness, best_arch = best.get("fitness", best_fitness), best["arch"]
+            best_reward, best_arch = best.get("reward", best_reward), best["arch"]
     return {
         "status": status,
         "generations_done": len(history),
-        "best_fitness": best_fitness,
+        "best_reward": best_reward,
         "best_arch": best_arch,
         "finished": status.get("phase") == "done",
         "running": False if ended else driver_alive(status.get("driver")),

@@ -39,8 +39,8 @@ def _resolution(arch: str) -> str:
 
 
 def format_generations(summary: dict[str, Any], wide: bool = False) -> str:
-    return format_table(["generation", "best fitness", "mean fitness", "best arch"],
-                        [[g["generation"], fmt(g["best_fitness"]), fmt(g["mean_fitness"]),
+    return format_table(["generation", "best reward", "± s.e.", "mean reward", "best arch"],
+                        [[g["generation"], fmt(g["best_reward"]), fmt(g.get("best_reward_se")), fmt(g["mean_reward"]),
                           arch_label(g["champion"], wide)] for g in summary["generations"]])
 
 
@@ -72,7 +72,7 @@ def format_run_summary(summary: dict[str, Any], out_dir: Path, wide: bool = Fals
     best = summary["best"]
     parts = [format_generations(summary, wide), "", _format_front(summary, wide), "",
              f"best arch {arch_label(best['arch'], wide)}: val acc {best['val_accuracy']:.4f}, "
-             f"{human(best['madds'])} MAdds, {human(best['params'])} params, fitness {best['fitness']:.4f} "
+             f"{human(best['madds'])} MAdds, {human(best['params'])} params, reward {best['reward']:.4f} "
              f"({best['from']})"]
     deployed = format_deploy(summary.get("deploy"), wide)
     if deployed:
@@ -106,7 +106,7 @@ def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: b
     lines = {"run": str(out_dir), "phase": phase,
              "generations done": f"{info['generations_done']}/{total}",
              "trials running": str(trials),
-             "best fitness": fmt(info["best_fitness"]),
+             "best reward": fmt(info["best_reward"]),
              "best arch": arch_label(info["best_arch"], wide)
              + ("" if wide or not info["best_arch"] else "  (full string: --wide or --json)")}
     champion = info.get("registry_champion")

@@ -94,8 +94,8 @@ class Tracker:
         if self.child_runs("generation", generation=generation):
             return False
         run_id = self.start_child("generation", {"generation": generation}, f"generation-{generation}")
-        metrics = {k: report[k] for k in ("best_reward", "mean_reward", "failed_spaces", "wall_seconds")
-                   if report.get(k) is not None}
+        metrics = {k: report[k] for k in ("best_reward", "best_reward_se", "mean_reward", "failed_spaces",
+                                          "wall_seconds") if report.get(k) is not None}
         self._log_metrics(run_id, metrics)
         self.client.log_dict(run_id, report, "report.json")
         self.client.log_dict(run_id, state, "population_state.json")
@@ -104,9 +104,11 @@ class Tracker:
                                          f"g{generation}-space-{index}", parent=run_id)
             space_metrics = {"log10_cardinality": entry["log10_cardinality"]}
             if result is not None:
-                space_metrics |= {"fitness": entry["reward"], "val_accuracy": result["val_accuracy"],
+                space_metrics |= {"reward": entry["reward"], "reward_se": entry.get("reward_se"),
+                                  "val_accuracy": result["val_accuracy"],
                                   "madds": result["madds"], "params": result["params"],
-                                  "search_wall_seconds": result.get("wall_seconds", 0.0)}
+                                  "search_wall_seconds": result.get("wall_seconds", 0.0),
+                                  "warm_started_modules": result.get("warm_started", 0)}
                 space_metrics |= {k: result[k] for k in ("predicted_latency_ms", "expected_latency_ms",
                                                           "expected_madds", "expected_params")
                                   if result.get(k) is not None}
@@ -115,7 +117,8 @@ class Tracker:
                 self.client.set_tag(space_run, "autospace.arch", result["arch"])
                 self.client.log_dict(space_run, {"arch": result["arch"], "choice": result.get("choice")},
                                      "derived_arch.json")
-                self.client.log_dict(space_run, result["probabilities"], "cell_scores.json")
+                self.client.log_dict(space_run, {"probabilities": result["probabilities"],
+                                                 "cell_effects": result.get("cell_effects")}, "cell_scores.json")
                 self._log_curves(space_run, result.get("history", []))
             self._log_metrics(space_run, space_metrics)
             self.client.log_dict(space_run, space, "space.json")
@@ -126,9 +129,11 @@ class Tracker:
                           is not None else {}, step=generation)
         return True
 
-    def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        if metrics:
-            self.client.log_batch(run_id, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
+    def _log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
+        """Log the metrics that have a value (a report of an older run may lack some)."""
+        given = [Metric(k, float(v), 0, step) for k, v in metrics.items() if v is not None]
+        if given:
+            self.client.log_batch(run_id, metrics=given)
 
     def _log_curves(self, run_id: str, history: list[dict[str, Any]]) -> None:
         """The search's per-epoch records as ``search_<name>`` metric histories, step = epoch."""

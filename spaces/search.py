@@ -45,6 +45,7 @@ from spaces.atomic import write_atomically
 from spaces.cost import Cost, arch_cost
 from spaces.derive import Candidate, derive_on_budget
 from spaces.errors import UserError
+from spaces.evidence import CellEffects, cell_effects
 from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
 from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
@@ -52,8 +53,8 @@ from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, Spa
 from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, recalibrate_bn,
                              train_epoch, world)
 
-__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "choice_entropy", "cost_aware_loss",
-           "search"]
+__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart", "choice_entropy",
+           "cost_aware_loss", "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 
@@ -89,13 +90,14 @@ class SearchSettings:
     derive_ranked: int = 8
     derive_samples: int = 256
     derive_window: float = 0.1
+    evidence_samples: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.derive_window < 1:
             raise ValueError(f"derive_window={self.derive_window} must be in [0, 1): the share below the target "
                              "a derived architecture should land in")
-        if self.derive_ranked < 0 or self.derive_samples < 0:
-            raise ValueError("derive_ranked and derive_samples must be >= 0")
+        if self.derive_ranked < 0 or self.derive_samples < 0 or self.evidence_samples < 0:
+            raise ValueError("derive_ranked, derive_samples and evidence_samples must be >= 0")
         if self.cost_loss == "fbnet" and self.target * _log_unit(self.budget_metric) <= 1:
             unit = "microseconds" if self.budget_metric == "latency" else self.budget_metric
             raise ValueError(f"target={self.target:g} is too small for the fbnet loss: log(target) in {unit} must be "
@@ -117,6 +119,19 @@ class SearchData:
     y_val: torch.Tensor
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """What an earlier search learned, to start this one from (AutoSpace's continuity across generations).
+
+    ``weights``: a weight pool (:meth:`Supernet.cell_weights`) whose cells, stem and head
+    this supernet loads where it offers them; ``cell_logits``: per stage, layer and
+    choice, the op logits to start from (a prior from the cells' fitness).
+    """
+
+    weights: dict[str, dict[str, torch.Tensor]] | None = None
+    cell_logits: list[list[list[float]]] | None = None
+
+
 @dataclass
 class SearchResult:
     """What a search returns: the derived architecture, its costs and accuracy, and the evidence."""
@@ -132,6 +147,9 @@ class SearchResult:
     predicted_latency_ms: float | None = None
     entropy: dict = field(default_factory=dict)
     candidates: list[Candidate] = field(default_factory=list)
+    cell_effects: CellEffects | None = None
+    warm_started: int = 0
+    val_images: int = 0
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
 
@@ -141,7 +159,9 @@ class SearchResult:
                 "val_accuracy": self.val_accuracy, "expected_latency_ms": self.expected_latency_ms,
                 "predicted_latency_ms": self.predicted_latency_ms, "probabilities": self.probabilities,
                 "entropy": self.entropy, "candidates": [c.to_dict() for c in self.candidates],
-                "history": self.history, "wall_seconds": self.wall_seconds}
+                "cell_effects": self.cell_effects.to_dict() if self.cell_effects is not None else None,
+                "warm_started": self.warm_started, "val_images": self.val_images, "history": self.history,
+                "wall_seconds": self.wall_seconds}
 
 
 def choice_entropy(probabilities: dict) -> dict:
@@ -209,17 +229,26 @@ class _Pricing:
 def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
            checkpoint: Path | None = None,
            on_epoch: Callable[[dict], None] | None = None,
-           latency_table: LatencyTable | None = None) -> SearchResult:
+           latency_table: LatencyTable | None = None,
+           warm_start: WarmStart | None = None,
+           weights_out: Path | None = None) -> SearchResult:
     """Run the search; with ``checkpoint``, resume from it and save after every epoch.
 
     ``latency_table`` (holding every entry of :func:`spaces.supernet.space_latency_keys`)
     is needed for a latency budget; with it, the result also carries the expected
-    latency and the table's prediction for the derived architecture.
+    latency and the table's prediction for the derived architecture. ``warm_start``
+    starts the supernet from earlier searches (a checkpoint, when resuming, wins);
+    ``weights_out`` receives the trained supernet's weight pool for later searches.
     """
     start = time.perf_counter()
     rank, _ = world()
     torch.manual_seed(settings.seed)
     net = SUPERNETS[settings.supernet](space)
+    warm_started = 0
+    if warm_start is not None:
+        warm_started = net.load_cell_weights(warm_start.weights) if warm_start.weights else 0
+        if warm_start.cell_logits is not None:
+            net.set_cell_logits(warm_start.cell_logits)
     pricing = _Pricing(net, settings.budget_metric, latency_table)
     weights, arch_params = net.weight_parameters(), net.arch_parameters()
     w_opt = torch.optim.SGD(weights, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
@@ -307,6 +336,13 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         net, settings.budget_metric, settings.target, data.x_train, data.x_val, data.y_val,
         samples=settings.derive_samples, ranked=settings.derive_ranked, window=settings.derive_window,
         table=latency_table, seed=settings.seed + 5)
+    effects = None
+    if settings.evidence_samples:
+        effects = cell_effects(net, settings.budget_metric, settings.target, data.x_train, data.x_val, data.y_val,
+                               samples=settings.evidence_samples, table=latency_table, seed=settings.seed + 6)
+    if weights_out is not None and rank == 0:
+        pool = net.cell_weights()  # before the derived child's fine-tuning, which would not change it anyway
+        write_atomically(weights_out, lambda temp: torch.save(pool, temp))
     arch = net.arch(choice)
     child = net.child(choice)
     val_accuracy = finetune_and_validate(child, arch, data, settings)
@@ -315,7 +351,8 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                         val_accuracy=val_accuracy,
                         predicted_latency_ms=latency_table.predict(arch) if latency_table is not None else None,
                         probabilities=probabilities, entropy=choice_entropy(probabilities), candidates=candidates,
-                        history=history, wall_seconds=time.perf_counter() - start)
+                        cell_effects=effects, warm_started=warm_started, val_images=len(data.x_val), history=history,
+                        wall_seconds=time.perf_counter() - start)
 
 
 def finetune_and_validate(child: nn.Module, arch: Arch, data: SearchData, settings: SearchSettings) -> float:

@@ -35,7 +35,8 @@ def _svg(fig: Any, label: str) -> str:
 
 
 def reward_svg(history: list[dict[str, Any]]) -> str:
-    """Best and mean space reward per generation, with the range of the generation's spaces shaded."""
+    """Best and mean space reward per generation (the best with ±1.96 s.e. bars where recorded), with the
+    range of the generation's spaces shaded."""
     plt = _pyplot()
     generations = [h["generation"] for h in history]
     rewards = [[s["reward"] for s in h["spaces"] if s.get("reward") is not None] for h in history]
@@ -43,7 +44,9 @@ def reward_svg(history: list[dict[str, Any]]) -> str:
     lows = [min(r) if r else float("nan") for r in rewards]
     highs = [max(r) if r else float("nan") for r in rewards]
     ax.fill_between(generations, lows, highs, color="tab:blue", alpha=0.15, label="range of the spaces")
-    ax.plot(generations, [h["best_reward"] for h in history], "o-", color="tab:blue", label="best")
+    errors = [1.96 * (h.get("best_reward_se") or 0.0) for h in history]
+    ax.errorbar(generations, [h["best_reward"] for h in history], yerr=errors, fmt="o-", color="tab:blue",
+                capsize=3, label="best (95% interval)")
     ax.plot(generations, [h["mean_reward"] for h in history], "s--", color="tab:orange", label="mean")
     ax.set_xlabel("generation")
     ax.set_ylabel("space reward")

@@ -49,10 +49,10 @@ def _f(value: float | None, digits: int = 4) -> str:
 def _overview(records: RunRecords) -> str:
     config, history = records.config, records.history
     best = (records.summary or {}).get("best") or (
-        {"arch": history[-1]["champion"], "fitness": history[-1].get("champion_reward")} if history else None)
+        {"arch": history[-1]["champion"], "reward": history[-1].get("champion_reward")} if history else None)
     phase = records.status.get("phase", "not started")
     best_text = "-" if not (best and best.get("arch")) else (
-        f"<b>{arch_id(best['arch'])}</b> fitness {_f(best.get('fitness'))}<br><code>{escape(best['arch'])}</code>")
+        f"<b>{arch_id(best['arch'])}</b> reward {_f(best.get('reward'))}<br><code>{escape(best['arch'])}</code>")
     items = {"run directory": f"<code>{escape(str(records.root))}</code>",
              "phase": escape(phase),
              "generations": f"{len(history)} of {config.evolution.generations} "
@@ -67,10 +67,23 @@ def _rewards(records: RunRecords) -> str:
     history = records.history
     if not history:
         return _missing("No generation has finished yet.")
-    rows = [[str(h["generation"]), _f(h["best_reward"]), _f(h["mean_reward"]), str(len(h["spaces"])),
-             str(h["failed_spaces"]), arch_id(h["champion"]) if h.get("champion") else "-"] for h in history]
-    return (reward_svg(history) + _table(["generation", "best reward", "mean reward", "spaces", "failed",
-                                          "best arch so far"], rows))
+    rows = [[str(h["generation"]), _with_se(h["best_reward"], h.get("best_reward_se")), _f(h["mean_reward"]),
+             str(len(h["spaces"])), str(h["failed_spaces"]), _madds_span(h["spaces"]),
+             arch_id(h["champion"]) if h.get("champion") else "-"] for h in history]
+    return (reward_svg(history) + _table(["generation", "best reward ± s.e.", "mean reward", "spaces", "failed",
+                                          "MAdds spanned (5–95%)", "best arch so far"], rows))
+
+
+def _with_se(value: float | None, se: float | None) -> str:
+    return _f(value) if se is None else f"{_f(value)} ± {se:.3f}"
+
+
+def _madds_span(spaces: list[dict[str, Any]]) -> str:
+    """The MAdds range the generation's spaces span (each space's 5th-95th percentile of uniform members)."""
+    ranges = [s["madds_range"] for s in spaces if s.get("madds_range")]
+    if not ranges:
+        return "-"
+    return f"{min(r[0] for r in ranges) / 1e6:.2f}M–{max(r[1] for r in ranges) / 1e6:.2f}M"
 
 
 def _heat_table(heat: LayerHeat, low: float, high: float) -> str:
@@ -95,7 +108,8 @@ def _heat_table(heat: LayerHeat, low: float, high: float) -> str:
             colour = fitness_colour(value, low, high)
             ink = "#fff" if (value - low) < 0.5 * (high - low) else "#000"
             tds.append(f'<td class="{" ".join(classes)}" style="background:{colour};color:{ink}" '
-                       f'title="{escape(cell)} after generation {g}: fitness {value:.3f}">{value:.2f}</td>')
+                       f'title="{escape(cell)} after generation {g}: fitness {100 * value:+.2f} points">'
+                       f"{100 * value:+.1f}</td>")
         body.append(f"<tr><th>{escape(cell)}</th>{''.join(tds)}</tr>")
     return (f'<div class="layer"><h3>stage {heat.stage} layer {heat.layer}</h3>'
             f'<table class="heat" data-stage="{heat.stage}" data-layer="{heat.layer}"><thead><tr><th>cell</th>'
@@ -108,8 +122,10 @@ def _space_evolution(records: RunRecords) -> str:
         return _missing("No generation has finished yet.")
     values = [v for h in heats for per in h.fitness.values() for v in per.values() if v is not None]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    legend = (f'<p class="muted">Cell fitness after each generation (1.0 = no evidence either way; colour from '
-              f"{low:.2f} to {high:.2f}). Green edge: the cell entered the population that generation (a mutant); "
+    legend = (f'<p class="muted">Cell fitness after each generation: its accuracy effect in points of validation '
+              "accuracy relative to the layer's other cells, among members within the budget (0 = no better or "
+              f"worse; colour from {100 * low:+.1f} to {100 * high:+.1f}). Green edge: the cell entered the "
+              "population that generation (a mutant); "
               "red edge and struck through: dropped after it; ·: in the population, not offered by any space yet; "
               "blank: not in the population.</p>")
     return legend + '<div class="grid">' + "".join(_heat_table(h, low, high) for h in heats) + "</div>"

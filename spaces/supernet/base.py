@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from spaces.modules import ChildNet
 from spaces.space import SKIP, SearchSpace
 from spaces.supernet.gumbel import gumbel_softmax, hard_gumbel
 from spaces.supernet.expected_latency import SpaceLatency
-from spaces.supernet.layers import FixedConvs, copy_leading
+from spaces.supernet.layers import FixedConvs, SearchLayer, copy_leading, copy_overlap
 from spaces.supernet.masking import SpatialMasks, resize_input
 
 __all__ = ["ArchChoice", "PathSample", "Supernet", "gated"]
@@ -121,7 +121,52 @@ class Supernet(nn.Module, ABC):
     @abstractmethod
     def _cell_module(self, choice: ArchChoice, stage: int, layer: int) -> nn.Module: ...
 
+    @abstractmethod
+    def _search_layers(self) -> Iterator[tuple[str, SearchLayer]]:
+        """Every searchable layer with a key naming its place: ``"<stage>/<layer>"`` plus, where one
+        place has a module per width (DenseNAS blocks), the widths it joins."""
+
     # ---- shared -------------------------------------------------------------------------
+    def cell_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The weights of every cell, stem, head and classifier, keyed by place and cell (the weight pool's unit).
+
+        Keys name a cell at a place (``"1/0/ir_k3_e3_relu6"``), not its index in this space,
+        so another space offering the same cell at the same place can load them
+        (:meth:`load_cell_weights`). Widths need no key of their own in DMasking: sliced
+        weights nest every width of a place in one max-width tensor.
+        """
+        pool = {name: {k: v.detach().clone() for k, v in getattr(self, name).state_dict().items()}
+                for name in ("stem", "head", "classifier")}
+        for place, layer in self._search_layers():
+            for cell, module in zip(layer.cells, layer.ops):
+                if cell != SKIP:
+                    pool[f"{place}/{cell}"] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        return pool
+
+    def load_cell_weights(self, pool: dict[str, dict[str, torch.Tensor]]) -> int:
+        """Start every cell the pool knows from its learned weights (the overlap where widths differ);
+        returns how many modules were loaded. Cells the pool lacks keep their fresh initialisation."""
+        loaded = 0
+        for name in ("stem", "head", "classifier"):
+            if name in pool:
+                copy_overlap(pool[name], getattr(self, name))
+                loaded += 1
+        for place, layer in self._search_layers():
+            for cell, module in zip(layer.cells, layer.ops):
+                if f"{place}/{cell}" in pool:
+                    copy_overlap(pool[f"{place}/{cell}"], module)
+                    loaded += 1
+        return loaded
+
+    def set_cell_logits(self, logits: list[list[list[float]]]) -> None:
+        """Start the op logits at ``logits[stage][layer][choice]`` (a prior from cell fitness)."""
+        with torch.no_grad():
+            for stage, values in zip(self.stage_op_logits(), logits):
+                for parameter, layer in zip(stage, values):
+                    if len(layer) != len(parameter):
+                        raise ValueError(f"{len(layer)} prior logits for a layer of {len(parameter)} choices")
+                    parameter.copy_(torch.tensor(layer, dtype=parameter.dtype))
+
     def forward(self, x: torch.Tensor, sample: Any) -> torch.Tensor:
         """Single path for a :class:`PathSample`, the relaxed mixture otherwise."""
         return self.forward_path(x, sample) if isinstance(sample, PathSample) else self.forward_relaxed(x, sample)

@@ -26,6 +26,7 @@ each block's incoming block, back to the stem) and runs only the blocks on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -138,6 +139,18 @@ class DenseNASSupernet(Supernet):
             previous = choice.widths[stage - 1] if stage else 0
             return self.align[stage][previous][width].ops[choice.cells[stage][0]]
         return self.blocks[stage][width][layer - 1].ops[choice.cells[stage][layer]]
+
+    def _search_layers(self) -> Iterator[tuple[str, SearchLayer]]:
+        """Alignment layers keyed by the widths they join, block layers by their block's width."""
+        previous: tuple[int, ...] = (self.space.stem_channels,)
+        for s, stage in enumerate(self.space.stages):
+            for i, row in enumerate(self.align[s]):
+                for j, layer in enumerate(row):
+                    yield f"{s}/0/{previous[i]}>{stage.widths[j]}", layer
+            for j, block in enumerate(self.blocks[s]):
+                for i, layer in enumerate(block, start=1):
+                    yield f"{s}/{i}/{stage.widths[j]}", layer
+            previous = stage.widths
 
     def _sample_widths(self, tau: float, generator: torch.Generator | None,
                        gates: bool) -> tuple[tuple[int, ...], list[torch.Tensor | None]]:

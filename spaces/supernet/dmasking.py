@@ -17,6 +17,7 @@ child's exact cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -86,6 +87,11 @@ class DMaskingSupernet(Supernet):
 
     def _cell_module(self, choice: ArchChoice, stage: int, layer: int) -> nn.Module:
         return self.layers[stage][layer].ops[choice.cells[stage][layer]]
+
+    def _search_layers(self) -> Iterator[tuple[str, SearchLayer]]:
+        for s, layers in enumerate(self.layers):
+            for i, layer in enumerate(layers):
+                yield f"{s}/{i}", layer
 
     def _sample_widths(self, tau: float, generator: torch.Generator | None,
                        gates: bool) -> tuple[tuple[int, ...], list[torch.Tensor | None]]:

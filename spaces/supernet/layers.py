@@ -20,7 +20,7 @@ from spaces.space import SKIP, cell_op
 from spaces.supernet.masking import SpatialMasks, channel_mask
 from spaces.supernet.slicing import sliced_mbconv
 
-__all__ = ["SearchLayer", "FixedConvs", "copy_leading", "expectation"]
+__all__ = ["SearchLayer", "FixedConvs", "copy_leading", "copy_overlap", "expectation"]
 
 
 def expectation(weights: torch.Tensor, values: list[float]) -> torch.Tensor:
@@ -128,11 +128,32 @@ class FixedConvs(nn.Module):
 
 def copy_leading(source: nn.Module, target: nn.Module) -> None:
     """Copy each tensor's leading slice: masks select the first channels, so this is the child."""
-    source_state = source.state_dict()
+    copy_overlap(source.state_dict(), target)
+
+
+def copy_overlap(source_state: dict[str, torch.Tensor], target: nn.Module) -> None:
+    """Copy into every tensor of ``target`` the region it shares with the same-named source tensor.
+
+    Channels align at the front: a narrower target takes the source's leading slice (a
+    child inherits its supernet's weights), a wider one keeps its own values beyond the
+    source's extent (a supernet warm-started from a narrower one). Convolution kernels
+    (the last two dims of a 4-d weight) align at their centres, as once-for-all shares a
+    large kernel's centre with a smaller one: a mutant whose kernel changed keeps its
+    parent's taps where they overlap. Tensors the source lacks are left as they are.
+    """
     with torch.no_grad():
         for name, tensor in target.state_dict().items():
-            src = source_state[name]
+            src = source_state.get(name)
+            if src is None or src.dim() != tensor.dim():
+                continue
             if tensor.dim() == 0:
                 tensor.copy_(src)
-            else:
-                tensor.copy_(src[tuple(slice(0, d) for d in tensor.shape)])
+                continue
+            dst_region, src_region = [], []
+            for d, (a, b) in enumerate(zip(tensor.shape, src.shape)):
+                n = min(a, b)
+                centred = tensor.dim() == 4 and d >= 2
+                dst_start, src_start = ((a - n) // 2, (b - n) // 2) if centred else (0, 0)
+                dst_region.append(slice(dst_start, dst_start + n))
+                src_region.append(slice(src_start, src_start + n))
+            tensor[tuple(dst_region)].copy_(src[tuple(src_region)])

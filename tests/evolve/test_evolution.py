@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from evolve.cells import CellGenes, mutate_cell, random_cell
-from evolve.fitness import cell_evidence, result_cost, space_reward
+from evolve.fitness import MUTANT_PRIOR_SHRINK, cell_evidence, result_cost, space_reward, space_score
 from evolve.genome import Reference, crossover, mutate_genome
-from evolve.loop import Evolution, EvolutionSettings
+from evolve.loop import EFFECT_PER_LOGIT, MAX_PRIOR_LOGIT, Evolution, EvolutionSettings
 from spaces.cost import arch_cost
 from spaces.reference import reference_arch
 from spaces.space import SearchSpace, default_space
@@ -23,16 +23,18 @@ SETTINGS = EvolutionSettings(generations=3, spaces_per_generation=3, population_
 
 
 def favour_kernel_5(spaces: list[SearchSpace]) -> list[dict[str, Any] | None]:
-    """A stand-in for the supernet search: k5 cells get twice the probability of the others."""
+    """A stand-in for the supernet search: k5 cells are worth 2 accuracy points more than the others."""
     results = []
     for n, space in enumerate(spaces):
-        cells = [[[2.0 if "_k5" in c else 1.0 for c in st.choices(i)] for i in range(len(st.layers))]
-                 for st in space.stages]
-        probabilities = {"cells": [[[v / sum(layer) for v in layer] for layer in st] for st in cells]}
+        raw = [[[0.02 if "_k5" in c else 0.0 for c in st.choices(i)] for i in range(len(st.layers))]
+               for st in space.stages]
+        effects = [[[v - sum(layer) / len(layer) for v in layer] for layer in st] for st in raw]
         arch = space.sample(random.Random(n))
         cost = arch_cost(arch)
         results.append({"arch": arch.encode(), "val_accuracy": 0.5 + 0.1 * n, "madds": cost.madds,
-                        "params": cost.params, "probabilities": probabilities})
+                        "params": cost.params, "val_images": 1000,
+                        "candidates": [{"arch": arch.encode(), "cost": cost.madds, "accuracy": 0.5 + 0.1 * n}],
+                        "cell_effects": {"effects": effects, "samples": 8, "within_budget": 8}})
     return results
 
 
@@ -68,13 +70,31 @@ def test_reference_that_does_not_fit_is_explained() -> None:
         Reference.locate(Arch.parse(too_deep), default_space())
 
 
-def test_evidence_is_normalised_to_one_for_uniform_layers() -> None:
+def test_evidence_is_the_accuracy_effect_of_each_drawn_cell() -> None:
     space = default_space()
-    uniform = {"cells": [[[1 / len(st.choices(i))] * len(st.choices(i)) for i in range(len(st.layers))]
-                         for st in space.stages]}
-    evidence = cell_evidence(space, uniform)
-    assert evidence and all(v == pytest.approx(1.0) for v in evidence.values())
-    assert all(cell != "skip" for (_, _, cell) in evidence)
+    effects = [[[0.01 * k if k else None for k in range(len(st.choices(i)))] for i in range(len(st.layers))]
+               for st in space.stages]
+    evidence = cell_evidence(space, {"cell_effects": {"effects": effects}})
+    assert evidence and all(cell != "skip" for (_, _, cell) in evidence)
+    for (s, i, cell), value in evidence.items():
+        assert value == pytest.approx(0.01 * space.stages[s].choices(i).index(cell))
+    assert not any(space.stages[s].choices(i).index(cell) == 0 for s, i, cell in evidence)  # never drawn: no evidence
+    with pytest.raises(ValueError, match="evidence_samples > 0"):
+        cell_evidence(space, {"probabilities": {}})
+
+
+def test_space_score_averages_the_ranked_candidates_with_their_standard_error() -> None:
+    result = {"val_accuracy": 0.9, "madds": 1e6, "params": 1, "val_images": 1000,
+              "candidates": [{"cost": 1e6, "accuracy": 0.80}, {"cost": 2e6, "accuracy": 0.84},
+                             {"cost": 1e6, "accuracy": None}]}
+    score = space_score(result, "madds", 1e6, -0.07)
+    rewards = [0.80, 0.84 * 2 ** -0.07]
+    mean = sum(rewards) / 2
+    spread = sum((r - mean) ** 2 for r in rewards) / 1
+    assert score.reward == pytest.approx(mean) and score.architectures == 2
+    assert score.se == pytest.approx((spread / 2 + 0.82 * 0.18 / 1000) ** 0.5)
+    alone = space_score({**result, "candidates": []}, "madds", 1e6, -0.07)  # nothing ranked: the derived arch
+    assert alone.reward == 0.9 and alone.se == pytest.approx((0.9 * 0.1 / 1000) ** 0.5)
 
 
 def test_reward_is_soft_above_target_only() -> None:
@@ -90,6 +110,7 @@ def test_latency_budget_ranks_spaces_by_the_predicted_latency_of_their_derived_a
     results = favour_kernel_5(spaces)  # accuracies 0.5, 0.6, 0.7: the most accurate is 8x over the target
     for result, ms in zip(results, (0.5, 1.0, 8.0)):
         result["predicted_latency_ms"] = ms
+        result["candidates"] = []  # scored by the derived arch alone, so on its predicted latency
     report = evo.update(spaces, results)
     assert [s["reward"] for s in report["spaces"]] == pytest.approx([0.5, 0.6, 0.7 * 8.0 ** -0.07])
     with pytest.raises(ValueError, match="predicted_latency_ms"):
@@ -111,9 +132,50 @@ def test_every_candidate_space_contains_the_reference_and_fitness_follows_eviden
     assert learned.contains(REFERENCE)
     report = evo.history[-1]
     assert report["best_reward"] >= report["mean_reward"] and len(report["spaces"]) == 3
-    assert all({"kept", "added", "dropped"} <= set(layer) for layer in report["layers"])
+    assert all({"kept", "added", "dropped", "fitness"} <= set(layer) for layer in report["layers"])
+    assert all(set(layer["fitness"]) == set(layer["kept"]) | set(layer["dropped"]) for layer in report["layers"])
     replaced = sum(len(layer["added"]) for layer in report["layers"])
     assert replaced == round(SETTINGS.replace_fraction * SETTINGS.population_per_layer) * len(report["layers"])
+    assert all(lo < hi for lo, hi in (s["madds_range"] for s in report["spaces"]))
+
+
+def test_the_elite_is_proposed_again_and_rescored_by_the_mean_of_its_scores() -> None:
+    evo = Evolution.start(default_space(), REFERENCE, SETTINGS)
+    first = evo.propose()
+    results = favour_kernel_5(first)
+    for result in results:
+        result["candidates"][0]["cost"] = 1.0  # within the budget: rewards are the accuracies
+    evo.update(first, results)  # the third space scores best (0.7)
+    best = first[2].to_dict()
+    assert evo.elite[0]["space"] == best and evo.elite[0]["reward"] == pytest.approx(0.7)
+    second = evo.propose()
+    assert second[0].to_dict() == best and len(second) == SETTINGS.spaces_per_generation
+    results = favour_kernel_5(second)
+    for result in results:
+        result["candidates"][0].update(accuracy=0.6, cost=1.0)  # the elite scores 0.6 this time, the new ones too
+    report = evo.update(second, results)
+    assert report["spaces"][0]["rescored"] and not report["spaces"][1]["rescored"]
+    assert evo.elite[0]["space"] == best and evo.elite[0]["rewards"] == pytest.approx([0.7, 0.6])
+    assert evo.elite[0]["reward"] == pytest.approx(0.65) and report["champion_reward"] == pytest.approx(0.65)
+
+
+def test_mutants_start_from_a_prior_shrunk_from_their_parent_and_logits_follow_fitness() -> None:
+    evo = Evolution.start(default_space(), REFERENCE, SETTINGS)
+    spaces = evo.propose()
+    evo.update(spaces, favour_kernel_5(spaces))
+    mutants = [r for st in evo.populations for layer in st for r in layer if r.born == 1]
+    assert mutants and all(r.evaluations == 0 for r in mutants)
+    parents_fitness = {r.fitness for st in evo.populations for layer in st for r in layer if r.evaluations}
+    assert all(any(r.fitness == pytest.approx(MUTANT_PRIOR_SHRINK * f) for f in parents_fitness | {0.0})
+               for r in mutants)
+    space = evo.propose()[1]
+    fitness = {(s, i, r.cell): r.fitness for s, st in enumerate(evo.populations) for i, layer in enumerate(st)
+               for r in layer}
+    for s, (stage, layers) in enumerate(zip(space.stages, evo.cell_logits(space))):
+        for i, logits in enumerate(layers):
+            for cell, logit in zip(stage.choices(i), logits):
+                expected = 0.0 if cell == "skip" else fitness.get((s, i, cell), 0.0) / EFFECT_PER_LOGIT
+                assert logit == pytest.approx(max(-MAX_PRIOR_LOGIT, min(MAX_PRIOR_LOGIT, expected)))
 
 
 def test_failed_spaces_do_not_update_fitness_or_crash() -> None:
@@ -146,7 +208,7 @@ def test_corrupt_state_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot be read"):
         Evolution.load(path)
     path.write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="expected 'autospace-evolution/1'"):
+    with pytest.raises(ValueError, match="expected 'autospace-evolution/2'.*older AutoSpace"):
         Evolution.load(path)
 
 

@@ -28,15 +28,15 @@ def finished_run(root: Path, data: Path, tracked: bool = True) -> Config:
     write_json(paths.run, {"experiment_id": ids["experiment_id"], "parent_run_id": ids["run_id"],
                            "tracking_uri": ids["tracking_uri"]})
     point = {"arch": ARCH, "val_accuracy": 0.5, "madds": 100_000, "params": 2_000, "predicted_latency_ms": None}
-    summary = {"best": {**point, "fitness": 0.5, "from": "generation 0"}, "final_search": {"error": "skipped"},
-               "learned_space": {}, "generations": [{"generation": 0, "best_fitness": 0.5, "mean_fitness": 0.5,
+    summary = {"best": {**point, "reward": 0.5, "from": "generation 0"}, "final_search": {"error": "skipped"},
+               "learned_space": {}, "generations": [{"generation": 0, "best_reward": 0.5, "mean_reward": 0.5,
                                                      "champion": None}],
                "pareto_front": [point],
                "mlflow": ids}
     write_json(paths.summary, summary)
     if tracker:
         tracker.client.log_dict(tracker.parent_run_id, summary, "summary.json")
-    write_json(paths.state, {"format": "autospace-evolution/1", "history": [
+    write_json(paths.state, {"format": "autospace-evolution/2", "history": [
         {"generation": 0, "best_reward": 0.5, "mean_reward": 0.5, "champion": None}]})
     write_json(paths.status, {"phase": "deploy", "running_trials": 0, "generations": 1})
     return config

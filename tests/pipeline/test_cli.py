@@ -88,12 +88,12 @@ def test_status_calls_the_evolution_best_an_arch_not_the_champion(tmp_path: Path
     lines = _status_lines(capsys)
     assert "best arch" in lines and "champion" not in str(lines)  # "champion" is the registry alias only
     assert lines["generations done"] == "2/3" and lines["trials running"] == "2"
-    assert lines["best fitness"] == "0.7500" and lines["best arch"].startswith(arch_id(best) + "  ")
+    assert lines["best reward"] == "0.7500" and lines["best arch"].startswith(arch_id(best) + "  ")
     assert main(["status", str(tmp_path), "--wide"]) == 0
     assert best in capsys.readouterr().out
     assert main(["status", str(tmp_path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["best_arch"] == best and "champion" not in info and info["best_fitness"] == 0.75
+    assert info["best_arch"] == best and "champion" not in info and info["best_reward"] == 0.75
 
 
 def test_run_with_a_bad_config_value(capsys: pytest.CaptureFixture[str]) -> None:
@@ -251,11 +251,11 @@ def test_status_shows_the_runs_best_once_the_final_search_found_it(tmp_path: Pat
     run = Path(shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run", tmp_path / "r"))
     summary = json.loads((run / "summary.json").read_text())
     final = summary["final_search"]
-    summary["best"] = {**summary["best"], "arch": final["arch"], "fitness": 0.99, "from": "final search"}
+    summary["best"] = {**summary["best"], "arch": final["arch"], "reward": 0.99, "from": "final search"}
     (run / "summary.json").write_text(json.dumps(summary))
     assert main(["status", str(run), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["best_arch"] == final["arch"] and info["best_fitness"] == 0.99
+    assert info["best_arch"] == final["arch"] and info["best_reward"] == 0.99
     (run / "summary.json").unlink()  # before the final search: the evolution's best so far
     assert main(["status", str(run), "--json"]) == 0
     history = json.loads((run / "evolution.json").read_text())["history"]

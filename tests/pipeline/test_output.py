@@ -36,8 +36,8 @@ def _summary(out: Path) -> dict:
     promotion = {"decision": "promoted", "reasons": ["first version within the budget"]}
     model = {"arch": LONG, "retrain": {"test_accuracy": 0.8201}, "predicted_latency_ms": 0.31, "version": "3",
              "export": {"latency_ms": {"torch": {"1": 0.52}, "onnxruntime": {"1": 0.29}}}, "promotion": promotion}
-    return {"best": {**point, "fitness": 0.8, "from": "generation 2"},
-            "generations": [{"generation": g, "best_fitness": 0.8, "mean_fitness": 0.7, "champion": LONG}
+    return {"best": {**point, "reward": 0.8, "from": "generation 2"},
+            "generations": [{"generation": g, "best_reward": 0.8, "mean_reward": 0.7, "champion": LONG}
                             for g in range(3)],
             "pareto_front": [cheap, point],
             "mlflow": {"run_id": "0" * 32, "experiment_id": "1", "tracking_uri": f"sqlite:///{out}/mlflow.db"},

@@ -78,16 +78,22 @@ def test_run_then_summary_and_mlflow_agree(tiny_dataset: Path, tmp_path: Path) -
     parent = client.get_run(info["parent_run_id"])
     assert parent.info.status == "FINISHED" and summary["mlflow"]["run_id"] == info["parent_run_id"]
     assert parent.data.tags["autospace.best_arch"] == summary["best"]["arch"]
+    # continuity: generation 1 re-scored the elite and started every search from generation 0's weight pool
+    gen1 = json.loads((run_dir / "generations" / "gen-1" / "results.json").read_text())
+    assert (run_dir / "generations" / "gen-0" / "pool.pt").exists()
+    assert all(e["result"]["warm_started"] > 0 for e in gen1)
+    state = json.loads((run_dir / "evolution.json").read_text())
+    assert state["history"][1]["spaces"][0]["rescored"] and len(state["elite"][0]["rewards"]) >= 1
     assert parent.data.metrics["final_val_accuracy"] == pytest.approx(summary["best"]["val_accuracy"])
     generations = sorted((r for r in runs if r.data.tags.get("autospace.kind") == "generation"),
                          key=lambda r: int(r.data.tags["autospace.generation"]))
     assert [int(r.data.tags["autospace.generation"]) for r in generations] == [0, 1]
     for run, entry in zip(generations, summary["generations"]):
-        assert run.data.metrics["best_reward"] == pytest.approx(entry["best_fitness"])
+        assert run.data.metrics["best_reward"] == pytest.approx(entry["best_reward"])
     spaces = [r for r in runs if r.data.tags.get("autospace.kind") == "space"]
     assert len(spaces) == 4 and all(r.info.status == "FINISHED" for r in spaces)
     for run in spaces:
-        assert {"fitness", "val_accuracy", "madds", "params"} <= set(run.data.metrics)
+        assert {"reward", "reward_se", "val_accuracy", "madds", "params"} <= set(run.data.metrics)
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"space.json", "derived_arch.json", "cell_scores.json"} <= names
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.json", "pareto.png",

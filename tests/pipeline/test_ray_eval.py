@@ -12,6 +12,7 @@ import ray
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.ray_eval import SpaceEvaluation, _prepare_space_dir, evaluate_spaces, trial_capacity
+from pipeline.weight_pool import load_pool, merge_pools
 from spaces.arch import Arch
 from spaces.latency import LatencyTable
 from spaces.supernet import space_latency_keys
@@ -85,6 +86,14 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     copy = SpaceEvaluation.from_dict(json.loads(json.dumps(evaluations[0].to_dict())))
     assert copy == evaluations[0]
     assert wait_for_free_cpus() == ray_cluster["CPU"]
+    # the next generation starts from what these searches learned: their merged weights and logit priors
+    assert all(e.result["cell_effects"]["samples"] > 0 and e.result["warm_started"] == 0 for e in evaluations)
+    pool = tmp_path / "gen-0" / "pool.pt"
+    merge_pools(None, [(tmp_path / "gen-0" / f"space-{i}" / "cells.pt", 0.5) for i in range(2)], pool)
+    logits = [[[0.5] * len(layer) for layer in stage] for stage in evaluations[0].result["probabilities"]["cells"]]
+    [again] = evaluate_spaces([space_at(12)], tiny_config(tiny_dataset), tiny_dataset, tmp_path / "gen-1", "gen-1",
+                              pool=pool, cell_logits=[logits])
+    assert again.ok and again.result["warm_started"] == len(load_pool(pool))
 
 
 def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(

@@ -1,7 +1,7 @@
 """``autospace report``: its numbers against a real run's files, and the page as headless Chromium renders it.
 
-The fixture ``tests/fixtures/quickstart-run`` is the record files (no checkpoints, no
-MLflow store) of a real quick-start run: 2 generations of 2 spaces, the final
+The fixture ``tests/fixtures/quickstart-run`` is the record files (no checkpoints, weight
+pools or MLflow store) of a real quick-start run: 3 generations of 2 spaces, the final
 search, 2 models retrained, exported, registered and promoted.
 """
 
@@ -35,7 +35,7 @@ def run_dir(tmp_path: Path) -> Path:
     return Path(shutil.copytree(FIXTURE, tmp_path / "run"))
 
 
-def test_replayed_fitness_matches_the_saved_state_and_the_layer_changes(run_dir: Path) -> None:
+def test_recorded_fitness_matches_the_saved_state_and_the_layer_changes(run_dir: Path) -> None:
     records = read_records(run_dir)
     heats = layer_heat(records)
     state = records.state
@@ -136,7 +136,7 @@ def test_a_run_in_progress_gets_a_report_that_says_what_is_missing(run_dir: Path
     (run_dir / "evolution.json").write_text(json.dumps(state))
     (run_dir / "status.json").write_text(json.dumps({"phase": "evolution", "generation": 1, "running_trials": 2}))
     text = write_report(run_dir).read_text()
-    assert "1 of 2" in text and "evolution" in text
+    assert "1 of 3" in text and "evolution" in text
     assert "No exported model with a predicted latency yet" in text and "Nothing registered yet" in text
     assert text.count('class="heat"') == len(state["history"][0]["layers"])
     assert arch_id(state["history"][0]["champion"]) in text  # the best so far, drawn before the run ends

@@ -1,0 +1,149 @@
+"""AutoSpace's claim at this machine's scale: is the learned space better than the one it grew from?
+
+Reads a finished run (``summary.json``'s learned space, ``evolution.json``'s
+template, the run's budget) and measures, side by side on Fashion-MNIST:
+
+1. **Same NAS, two spaces.** The project's search (default single-path settings,
+   from scratch: no weight pool, no fitness priors) runs ``--search-seeds`` times in
+   the template and in the learned space under the run's MAdds target, deriving
+   within ``--match`` below it so both sides are cost-matched. Every derived
+   architecture is retrained from scratch with one recipe (``--retrain-seeds``
+   seeds) and tested on the full test split. Reported: each space's mean (s.e.
+   over search seeds), the difference in standard errors of the difference.
+2. **Space quality without the search** (Radosavovic et al. 2019): ``--members``
+   uniform random members of each space with MAdds in ``[(1 - match) T, T]``,
+   each trained once with the same recipe; the two empirical distributions of test
+   error are compared by their medians (bootstrap s.e.) and a one-sided
+   Mann-Whitney U test (learned better).
+
+    PYTHONPATH=. python benchmarks/bench_learned_space.py RUN_DIR [--search-seeds 3] [--members 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from scipy.stats import mannwhitneyu
+
+from benchmarks.retrain_jobs import Data, bootstrap_median_se, init_worker, retrain, se, worker_data
+from pipeline.data import load_dataset
+from pipeline.run_dir import read_run_config
+from pipeline.search_job import resolve_dataset, search_settings
+from spaces.arch import Arch
+from spaces.cost import arch_cost
+from spaces.search import SearchData, SearchSettings, search
+from spaces.space import SearchSpace
+
+
+def run_search(job: tuple[dict, SearchSettings]) -> dict:
+    """One from-scratch search of a space in a worker; its derived architecture."""
+    space, settings = SearchSpace.from_dict(job[0]), job[1]
+    data = worker_data()
+    result = search(space, SearchData(data.x_train, data.y_train, data.x_val, data.y_val), settings)
+    return {"space": space.name, "seed": settings.seed, "arch": result.arch.encode(), "madds": result.cost.madds,
+            "wall": result.wall_seconds}
+
+
+def cost_matched_members(space: SearchSpace, target: float, match: float, count: int, rng: random.Random,
+                         attempts: int = 200_000) -> list[str]:
+    """``count`` distinct uniform members whose MAdds lie in ``[(1 - match) * target, target]``."""
+    found: dict[str, None] = {}
+    for _ in range(attempts):
+        arch = space.sample(rng)
+        if (1 - match) * target <= arch_cost(arch).madds <= target:
+            found[arch.encode()] = None
+            if len(found) == count:
+                break
+    return list(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished run directory (summary.json, evolution.json)")
+    parser.add_argument("--train", type=int, default=10000, help="train images (searches and retraining)")
+    parser.add_argument("--val", type=int, default=2000, help="val images (architecture steps, derivation)")
+    parser.add_argument("--test", type=int, default=10000, help="test images (final accuracies)")
+    parser.add_argument("--search-seeds", type=int, default=3)
+    parser.add_argument("--search-epochs", type=int, default=6)
+    parser.add_argument("--members", type=int, default=20, help="random cost-matched members per space")
+    parser.add_argument("--match", type=float, default=0.05, help="cost window below the target")
+    parser.add_argument("--retrain-epochs", type=int, default=5)
+    parser.add_argument("--retrain-lr", type=float, default=0.1)
+    parser.add_argument("--retrain-seeds", type=int, default=2, help="per searched architecture")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
+    parser.add_argument("--seed", type=int, default=0, help="data subsets and member draws")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    config = read_run_config(args.run)
+    if config.budget.metric != "madds":
+        parser.error(f"the run's budget is on {config.budget.metric}; this benchmark matches MAdds")
+    target = config.budget.target
+    template = SearchSpace.from_dict(json.loads((args.run / "evolution.json").read_text())["template"])
+    learned = SearchSpace.from_dict(json.loads((args.run / "summary.json").read_text())["learned_space"])
+    spaces = {"template": replace(template, name="template"), "learned": replace(learned, name="learned")}
+    dataset = load_dataset(resolve_dataset(config))
+    data = Data(*dataset.split("train", limit=args.train, seed=args.seed),
+                *dataset.split("val", limit=args.val, seed=args.seed),
+                *dataset.split("test", limit=args.test, seed=args.seed))
+    print(f"run {args.run}: target {target:,.0f} MAdds; train {len(data.x_train)}, val {len(data.x_val)}, "
+          f"test {len(data.x_test)}; " + ", ".join(f"{k} 10^{s.log10_cardinality:.1f} archs"
+                                                     for k, s in spaces.items()), flush=True)
+    base = replace(search_settings(config), epochs=args.search_epochs, batch_size=args.batch,
+                   derive_window=args.match, evidence_samples=0)
+    pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
+                               initargs=(data,))
+    jobs = [(space.to_dict(), replace(base, seed=seed)) for space in spaces.values()
+            for seed in range(args.search_seeds)]
+    searches = list(pool.map(run_search, jobs))
+    for s in searches:
+        print(f"  search {s['space']} seed {s['seed']}: {s['wall']:.0f}s, derived {s['madds']:,} MAdds", flush=True)
+    rng = random.Random(args.seed)
+    members = {name: cost_matched_members(space, target, args.match, args.members, rng)
+               for name, space in spaces.items()}
+
+    retrains = [(s["arch"], seed) for s in searches for seed in range(args.retrain_seeds)]
+    retrains += [(arch, 0) for found in members.values() for arch in found]
+    scores = dict(zip(retrains, pool.map(retrain, [(arch, args.retrain_epochs, args.batch, args.retrain_lr, seed)
+                                                   for arch, seed in retrains])))
+    pool.shutdown()
+
+    print(f"\n1. same NAS, two spaces ({args.search_seeds} search seeds x {args.retrain_seeds} retrainings each)")
+    print(f"{'space':<9} {'seed':>4} {'MAdds':>11} {'params':>9} {'test acc':>9}  arch")
+    per_space: dict[str, list[float]] = {name: [] for name in spaces}
+    for s in searches:
+        accuracy = statistics.fmean(scores[(s["arch"], seed)] for seed in range(args.retrain_seeds))
+        per_space[s["space"]].append(accuracy)
+        cost = arch_cost(Arch.parse(s["arch"]))
+        print(f"{s['space']:<9} {s['seed']:>4} {cost.madds:>11,} {cost.params:>9,} {accuracy:>9.4f}  {s['arch']}")
+    means = {name: statistics.fmean(v) for name, v in per_space.items()}
+    se_diff = (se(per_space["learned"]) ** 2 + se(per_space["template"]) ** 2) ** 0.5
+    diff = means["learned"] - means["template"]
+    print(f"learned {means['learned']:.4f} (s.e. {se(per_space['learned']):.4f}) vs template "
+          f"{means['template']:.4f} (s.e. {se(per_space['template']):.4f}): {100 * diff:+.2f} points = "
+          f"{diff / se_diff:+.2f} s.e. of the difference")
+
+    print(f"\n2. random cost-matched members ({args.match:.0%} below the target), one training each")
+    errors = {name: [1 - scores[(arch, 0)] for arch in found] for name, found in members.items()}
+    for name, values in errors.items():
+        print(f"{name:<9} n={len(values):>3} median error {statistics.median(values):.4f} (s.e. "
+              f"{bootstrap_median_se(values):.4f}), range {min(values):.4f}-{max(values):.4f}")
+    test = mannwhitneyu(errors["learned"], errors["template"], alternative="less")
+    gap = statistics.median(errors["template"]) - statistics.median(errors["learned"])
+    gap_se = (bootstrap_median_se(errors["learned"]) ** 2 + bootstrap_median_se(errors["template"]) ** 2) ** 0.5
+    print(f"median error lower in the learned space by {100 * gap:+.2f} points ({gap / gap_se:+.2f} s.e.); "
+          f"Mann-Whitney U={test.statistic:.0f}, one-sided p={test.pvalue:.3f}")
+    print(f"wall {time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
