@@ -73,14 +73,17 @@ __all__ = [
     "PromotionDecision",
     "RegisteredVersion",
     "RegistryError",
+    "apply_decision",
     "existing_store",
     "load_registered",
+    "logged_decision",
     "parse_model_uri",
     "promote_if_better",
     "register",
     "register_model",
     "resolve_version",
     "test_split_id",
+    "version_of_run",
 ]
 
 CANDIDATE = "candidate"
@@ -307,6 +310,16 @@ def register_model(
                              source=logged.artifact_location, tags=version_tags)
 
 
+def version_of_run(client_or_uri: MlflowClient | str, name: str, run_id: str) -> ModelVersion | None:
+    """The version of ``name`` that ``run_id`` registered (the newest, if several), or None.
+
+    A deploy step killed after registering finds its version this way instead of
+    registering a second one.
+    """
+    versions = _client(client_or_uri).search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
 def _experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -385,6 +398,11 @@ class PromotionDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "reasons": list(self.reasons), "promoted": self.promoted}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromotionDecision:
+        """The decision :meth:`to_dict` wrote (a ``promotions.jsonl`` line)."""
+        return cls(**{**{k: v for k, v in data.items() if k != "promoted"}, "reasons": tuple(data["reasons"])})
 
     def __str__(self) -> str:
         if self.champion_version is None:
@@ -470,21 +488,50 @@ def promote_if_better(
         reasons.insert(0, "forced by hand; the rule alone would keep the champion")
     else:
         decision = "kept"
-    if decision != "kept":
-        client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
     result = PromotionDecision(
         name=name, version=str(candidate.version), decision=decision, reasons=tuple(reasons), metric=metric,
         accuracy=accuracy, champion_version=str(champion.version) if champion else None,
         champion_accuracy=champion_accuracy, budget_metric=budget_metric, cost=cost, budget_limit=limit,
         time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    if champion is None or str(champion.version) != result.version:  # re-checking the champion changes nothing
-        client.set_model_version_tag(name, result.version, "promotion_decision", decision)
-        client.set_model_version_tag(name, result.version, "promotion_reason", "; ".join(reasons))
-    if log_path is not None:
+    if log_path is not None:  # logged before it is applied: a process killed in between can finish it
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
             log.write(json.dumps(result.to_dict()) + "\n")
+    apply_decision(client, result)
     return result
+
+
+def apply_decision(client_or_uri: MlflowClient | str, decision: PromotionDecision) -> None:
+    """Move the champion alias (unless kept) and tag the version with the decision; idempotent.
+
+    Re-checking the champion itself changes nothing, not even its tags.
+    """
+    client = _client(client_or_uri)
+    if decision.promoted:
+        client.set_registered_model_alias(decision.name, CHAMPION, decision.version)
+    if decision.champion_version != decision.version:
+        client.set_model_version_tag(decision.name, decision.version, "promotion_decision", decision.decision)
+        client.set_model_version_tag(decision.name, decision.version, "promotion_reason", "; ".join(decision.reasons))
+
+
+def logged_decision(log_path: Path, name: str, version: str | int) -> PromotionDecision | None:
+    """The last decision ``log_path`` holds on ``name`` version ``version``, or None.
+
+    A deploy stage killed after logging a decision finishes that one on resume
+    (:func:`apply_decision`) instead of deciding again: a second look would find
+    the version already champion and log a contradicting "kept".
+    """
+    if not log_path.exists():
+        return None
+    found = None
+    for line in log_path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill mid-write
+        if isinstance(entry, dict) and entry.get("name") == name and entry.get("version") == str(version):
+            found = entry
+    return None if found is None else PromotionDecision.from_dict(found)
 
 
 # ---- CLI (the parser lives in deploy/cli.py) -------------------------------------------

@@ -7,12 +7,15 @@ a "local" run could land on a shared, busy cluster without a word. Joining an
 existing cluster happens only when asked, ``auto`` (the machine's current cluster)
 or an address, and :func:`ensure_ray` then says which cluster it joined.
 
-Listening addresses. Ray 2.60 binds its GCS, raylet and worker gRPC servers to
-every interface and offers no setting for loopback only; ``ray.init``'s
-``_node_ip_address="127.0.0.1"`` is rewritten to the machine's routable address
-(``services.resolve_ip_for_localhost``), so it is not passed. What guards a local
-Ray's ports is Ray's token authentication, on by default: do not set
-``RAY_AUTH_MODE=disabled`` outside tests.
+Listening addresses. Ray's GCS, raylet and worker gRPC servers listen on
+127.0.0.1 only when the node's address is 127.0.0.1, and on every interface
+otherwise. A local Ray gets that address from Ray's own local-only mode (its
+default on macOS and Windows, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), which
+Ray reads when it is imported; :func:`ensure_ray` switches it on in this process
+just for the ``ray.init`` that starts the local Ray (``_node_ip_address="127.0.0.1"``
+alone is rewritten to the routable address). Joining a cluster is left as it is.
+Ray's token authentication stays on by default: do not set ``RAY_AUTH_MODE=disabled``
+outside tests.
 
 Train set-up. The evolution's searches (:mod:`pipeline.ray_eval`) and the deploy
 stage's final training (:mod:`deploy.retrain`) run the same kind of job: a gloo
@@ -30,6 +33,7 @@ from typing import Any, Callable
 
 import ray
 from ray import train
+from ray._private import ray_constants
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline.config import Config, ConfigError
@@ -62,7 +66,11 @@ def ensure_ray(config: Config) -> str | None:
     os.environ.setdefault(HEALTH_CHECK_ENV, "0.2")
     address = init_address(config.ray.address)
     if address == LOCAL:
-        ray.init(address=LOCAL, num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+        clusters_enabled, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+        try:  # the node's address, so every server's, is 127.0.0.1 (module docstring)
+            ray.init(address=LOCAL, num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = clusters_enabled
         return None
     ray.init(address=address, log_to_driver=False)
     nodes = sum(1 for node in ray.nodes() if node["Alive"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from pipeline.relocate import relocate_run
 from spaces.atomic import write_text_atomically
 from spaces.errors import cut
 
-__all__ = ["RunPaths", "check_out_dir", "check_resumable", "heartbeat", "prepare_run_dir", "read_run_config",
-           "read_status", "record_driver", "resume_run_dir", "write_json"]
+__all__ = ["FAULT_KILL_ENV", "RunPaths", "check_out_dir", "check_resumable", "heartbeat", "kill_run_at",
+           "prepare_run_dir", "read_run_config", "read_status", "record_driver", "resume_run_dir", "write_json"]
+
+FAULT_KILL_ENV = "AUTOSPACE_FAULT_KILL_AT"  # fault drills only: the step at which the run SIGKILLs itself
 
 
 class RunPaths:
@@ -135,6 +138,21 @@ def record_driver(out_dir: Path) -> None:
     if current.get("phase") == "failed":
         current = {**{k: v for k, v in current.items() if k != "error"}, "phase": "resuming"}
     write_json(paths.status, {**current, "driver": driver_record(), "updated_at": time.time()})
+
+
+def kill_run_at(point: str, out_dir: Path) -> None:
+    """Fault drills only: SIGKILL the run at ``point`` when ``$AUTOSPACE_FAULT_KILL_AT`` names it.
+
+    What a drill's ``kill -9`` of the CLI's process group does from outside, at a
+    step too short to hit from there: the recorded driver's process group (the CLI,
+    and its local Ray's GCS and raylet), then this process (a Ray worker has a
+    process group of its own). Tests start the CLI in a session of its own.
+    """
+    if os.environ.get(FAULT_KILL_ENV) != point:
+        return
+    driver = _read_json(RunPaths(out_dir).status, dict, _STATUS_FIX)["driver"]
+    os.killpg(os.getpgid(driver["pid"]), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def heartbeat(out_dir: Path) -> None:

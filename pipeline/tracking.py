@@ -75,10 +75,20 @@ class Tracker:
     # ---- nested runs ------------------------------------------------------------------------
     def child_runs(self, kind: str, **tags: Any) -> list[Any]:
         """Finished child runs of this pipeline run with the given kind and tags."""
+        return [r for r in self._children(kind, tags) if r.info.status == "FINISHED"]
+
+    def _children(self, kind: str, tags: dict[str, Any]) -> list[Any]:
         query = [f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'", f"tags.`autospace.kind` = '{kind}'"]
         query += [f"tags.`autospace.{k}` = '{v}'" for k, v in tags.items()]
-        runs = self.client.search_runs([self.experiment_id], " and ".join(query), max_results=1000)
-        return [r for r in runs if r.info.status == "FINISHED"]
+        return self.client.search_runs([self.experiment_id], " and ".join(query), max_results=1000)
+
+    def resume_child(self, kind: str, tags: dict[str, Any], name: str) -> str:
+        """The child run of this kind and tags, whatever its status, or a new one: one run per step.
+
+        A step killed after starting its run (see :mod:`deploy.stage`) goes on in that run on resume.
+        """
+        found = self._children(kind, tags)
+        return found[0].info.run_id if found else self.start_child(kind, tags, name)
 
     def start_child(self, kind: str, tags: dict[str, Any], name: str, parent: str | None = None) -> str:
         """A nested run (under ``parent``, default the pipeline run) tagged ``autospace.kind``."""

@@ -24,12 +24,16 @@ from deploy.predict import predict_images
 from deploy.registry import (
     CANDIDATE,
     CHAMPION,
+    PromotionDecision,
     RegisteredVersion,
     RegistryError,
+    apply_decision,
     load_registered,
+    logged_decision,
     parse_model_uri,
     promote_if_better,
     register_model,
+    version_of_run,
 )
 from deploy.registry import test_split_id as split_id  # a test_* name would be collected by pytest
 from pipeline.config import Config, MlflowConfig
@@ -188,6 +192,32 @@ def test_promotion_rule(registry: tuple[str, list[RegisteredVersion]], tmp_path:
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert [d["decision"] for d in logged] == ["promoted", "kept", "promoted", "kept"]
     assert logged[2]["champion_version"] == "1" and logged[2]["budget_limit"] == BUDGET["budget_target"]
+
+
+def test_a_logged_decision_is_finished_not_taken_again(exported: dict[str, Path], tiny_dataset: Path,
+                                                        tmp_path: Path) -> None:
+    """What the deploy stage relies on after a kill: a run's version is found, a logged decision re-applied."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    example = load_dataset(tiny_dataset).split("test", normalize=False)[0][:2].numpy()
+    version = register_model(uri, NAME, exported["onnx"], arch=ARCH, classes=["a", "b", "c", "d"],
+                             metrics={"test_accuracy": 0.5}, input_example=example, test_split="s")
+    client = MlflowClient(uri)
+    assert str(version_of_run(client, NAME, version.run_id).version) == version.version
+    assert version_of_run(client, NAME, "0" * 32) is None
+
+    log = tmp_path / "promotions.jsonl"
+    decision = promote_if_better(uri, NAME, version.version, **BUDGET, log_path=log)
+    client.delete_registered_model_alias(NAME, CHAMPION)  # killed after logging, before applying
+    client.delete_model_version_tag(NAME, version.version, "promotion_decision")
+    with log.open("a") as file:
+        file.write('{"name": "tiny", "vers')  # a line cut by a kill is skipped
+    assert logged_decision(log, NAME, version.version) == decision and decision.decision == "promoted"
+    assert logged_decision(log, NAME, "7") is None and logged_decision(tmp_path / "none.jsonl", NAME, "1") is None
+    apply_decision(uri, decision)
+    apply_decision(uri, decision)  # idempotent
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == version.version
+    assert client.get_model_version(NAME, version.version).tags["promotion_decision"] == "promoted"
+    assert PromotionDecision.from_dict(json.loads(json.dumps(decision.to_dict()))) == decision
 
 
 def test_promote_cli_force_moves_the_alias(registry: tuple[str, list[RegisteredVersion]], tmp_path: Path,
