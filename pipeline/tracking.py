@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from pipeline.config import Config
+from pipeline.placement import Placement, node_tags
 
 __all__ = ["Tracker", "tracking_uri"]
 
@@ -88,8 +89,13 @@ class Tracker:
         return self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
 
     def log_generation(self, report: dict[str, Any], spaces: list[dict[str, Any]],
-                       results: list[dict[str, Any] | None], state: dict[str, Any]) -> bool:
-        """One nested run for the generation, one per candidate space under it; False if already logged."""
+                       results: list[dict[str, Any] | None], state: dict[str, Any],
+                       placements: list[list[Placement]] | None = None) -> bool:
+        """One nested run for the generation, one per candidate space under it; False if already logged.
+
+        ``placements`` (per space, its evaluation's) tag each space's run with the Ray
+        node and host its workers ran on (:func:`pipeline.placement.node_tags`).
+        """
         generation = report["generation"]
         if self.child_runs("generation", generation=generation):
             return False
@@ -100,7 +106,8 @@ class Tracker:
         self.client.log_dict(run_id, report, "report.json")
         self.client.log_dict(run_id, state, "population_state.json")
         for index, (space, result, entry) in enumerate(zip(spaces, results, report["spaces"])):
-            space_run = self.start_child("space", {"generation": generation, "space": index},
+            where = node_tags(placements[index]) if placements else {}
+            space_run = self.start_child("space", {"generation": generation, "space": index, **where},
                                          f"g{generation}-space-{index}", parent=run_id)
             space_metrics = {"log10_cardinality": entry["log10_cardinality"]}
             if result is not None:
