@@ -15,6 +15,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from pipeline.config import Config
 from pipeline.placement import Placement, node_tags
@@ -56,9 +57,14 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(config.mlflow.experiment)
         if experiment is None:
             location = None if config.mlflow.tracking_uri else (config.out_dir / "mlartifacts").resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(config.mlflow.experiment, artifact_location=location,
-                                                               tags={KIND_TAG: KIND})
-        else:
+            try:
+                self.experiment_id = self.client.create_experiment(config.mlflow.experiment,
+                                                                   artifact_location=location, tags={KIND_TAG: KIND})
+            except MlflowException as err:  # another run on the same server created it since: use that one
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = self.client.get_experiment_by_name(config.mlflow.experiment)
+        if experiment is not None:
             self.experiment_id = experiment.experiment_id
             if KIND_TAG not in experiment.tags:  # an experiment made elsewhere: a kind set there is kept
                 self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
