@@ -177,25 +177,25 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
                                   failure_config=tune.FailureConfig(max_failures=0)))
     grid = tuner.fit()
 
+    placements = [read_placements(_space_dir(storage, i))[placed_before[i]:] for i in range(len(spaces))]
     evaluations: dict[int, SpaceEvaluation] = {}
     for trial in grid:
         index = int(trial.config["index"])
         attempts = _attempts(storage, index) - attempts_before[index]
-        placements = read_placements(_space_dir(storage, index))[placed_before[index]:]
         metrics = trial.metrics or {}
         if trial.error is not None or "ok" not in metrics:
             error = str(trial.error) if trial.error is not None else "the trial reported no result"
             evaluations[index] = SpaceEvaluation(index, False, None, error,
                                                  float(metrics.get("time_total_s", 0.0)), attempts,
-                                                 placements=placements)
+                                                 placements=placements[index])
         else:
             result = json.loads(metrics["result_json"]) if metrics["ok"] else None
             evaluations[index] = SpaceEvaluation(index, bool(metrics["ok"]), result, metrics["failure"] or None,
                                                  float(metrics["wall_seconds"]), attempts,
-                                                 bool(metrics.get("input_error", False)), placements)
+                                                 bool(metrics.get("input_error", False)), placements[index])
     return [evaluations.get(i, SpaceEvaluation(i, False, None, "Tune returned no trial for this space", 0.0,
                                                _attempts(storage, i) - attempts_before[i],
-                                               placements=read_placements(_space_dir(storage, i))[placed_before[i]:]))
+                                               placements=placements[i]))
             for i in range(len(spaces))]
 
 

@@ -19,14 +19,14 @@ from typing import Any, Iterator
 import pytest
 from mlflow import MlflowClient
 
-from deploy.registry import CHAMPION, register_model
+from deploy.registry import CHAMPION, load_registered, register_model
 from deploy.registry import test_split_id as split_id  # a test_* name would be collected by pytest
 from pipeline.config import load_config
 from pipeline.data import load_dataset
 from pipeline.tracking import Tracker
 from tests.deploy.test_registry import ARCH, exported  # noqa: F401  (exported: a fixture, used by name)
 from tests.mlflow_server import mlflow_server
-from tests.pipeline.test_pipeline_e2e import _cli, _write_config
+from tests.pipeline.test_pipeline_e2e import _cli, _finish, _write_config
 from tests.ray_nodes import REPO
 
 pytestmark = pytest.mark.slow
@@ -47,6 +47,72 @@ def test_trackers_starting_at_once_share_one_new_experiment(server: tuple[str, P
         trackers = list(pool.map(lambda i: Tracker(config.model_copy(update={"out_dir": tmp_path / str(i)})),
                                  range(4)))
     assert len({t.experiment_id for t in trackers}) == 1 and len({t.parent_run_id for t in trackers}) == 4
+
+
+# ---- two pipeline runs at once through the server ------------------------------------------------
+@pytest.fixture(scope="module")
+def two_runs(server: tuple[str, Path], tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two runs started together against the server: one to a registered champion, one evolution only."""
+    url, _ = server
+    configs = [_write_config(tmp_path_factory.mktemp("deployed"), tiny_dataset, generations=1, deploy=True),
+               _write_config(tmp_path_factory.mktemp("evolved"), tiny_dataset, generations=1)]
+    runs = [_cli("run", "--config", str(config), "--set", f"mlflow.tracking_uri={url}") for config in configs]
+    for run in runs:
+        _finish(run)
+    return [config.parent / "run" for config in configs]
+
+
+def _tree(client: MlflowClient, run_dir: Path) -> dict[str, Any]:
+    """A run directory's MLflow parent run and its children, found through the server by the parent's id."""
+    info = json.loads((run_dir / "run.json").read_text())
+    runs = client.search_runs([info["experiment_id"]], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]]
+    return {"parent": client.get_run(info["parent_run_id"]), "children": children, "all": runs, **info}
+
+
+def test_a_run_logs_nested_runs_artifacts_and_a_registered_champion_through_the_server(
+        server: tuple[str, Path], two_runs: list[Path]) -> None:
+    url, artifacts = server
+    run = two_runs[0]
+    client = MlflowClient(url)
+    tree = _tree(client, run)
+    assert tree["tracking_uri"] == url and tree["parent"].info.status == "FINISHED"
+    # artifacts went up through the server's proxy into its destination, none into the run directory
+    assert tree["parent"].info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert {"summary.json", "report.html", "pareto.png", "deploy.json"} <= \
+        {a.path for a in client.list_artifacts(tree["parent"].info.run_id)}
+    uploaded = list(artifacts.rglob(f"{tree['parent'].info.run_id}/artifacts/summary.json"))
+    assert [json.loads(p.read_text()) for p in uploaded] == [json.loads((run / "summary.json").read_text())]
+    assert not (run / "mlartifacts").exists() and not (run / "mlflow.db").exists()
+    # nested: parent -> generation -> 2 spaces; parent -> the retrained model's run
+    kinds = sorted(r.data.tags["autospace.kind"] for r in tree["children"])
+    assert kinds == ["generation", "retrain"]
+    [generation] = [r for r in tree["children"] if r.data.tags["autospace.kind"] == "generation"]
+    spaces = [r for r in tree["all"] if r.data.tags.get("mlflow.parentRunId") == generation.info.run_id]
+    assert len(spaces) == 2 and all(r.info.status == "FINISHED" for r in spaces)
+    assert all({"derived_arch.json", "space.json"} <= {a.path for a in client.list_artifacts(r.info.run_id)}
+               for r in spaces)
+    # the registry: the version the run registered and promoted, loadable back through the server
+    [model] = json.loads((run / "deploy.json").read_text())["models"]
+    assert str(client.get_model_version_by_alias("autospace-model", CHAMPION).version) == str(model["version"])
+    session, metadata = load_registered(url, "models:/autospace-model@champion")
+    assert metadata["arch"] == model["arch"] and session.get_inputs()[0].shape[1:] == metadata["input_shape"]
+
+
+def test_two_runs_at_once_keep_their_runs_apart(server: tuple[str, Path], two_runs: list[Path],
+                                                tmp_path: Path) -> None:
+    client = MlflowClient(server[0])
+    deployed, evolved = (_tree(client, run) for run in two_runs)
+    assert deployed["experiment_id"] == evolved["experiment_id"]  # one experiment, created once
+    assert deployed["parent_run_id"] != evolved["parent_run_id"]
+    assert sorted(r.data.tags["autospace.kind"] for r in evolved["children"]) == ["generation"]
+    assert evolved["parent"].data.tags["autospace.best_arch"] == \
+        json.loads((two_runs[1] / "summary.json").read_text())["best"]["arch"]
+    for tree, run in ((deployed, two_runs[0]), (evolved, two_runs[1])):
+        [generation] = [r for r in tree["children"] if r.data.tags["autospace.kind"] == "generation"]
+        (into := tmp_path / run.parent.name).mkdir()
+        report = Path(client.download_artifacts(generation.info.run_id, "report.json", str(into)))
+        assert json.loads(report.read_text()) == json.loads((run / "evolution.json").read_text())["history"][0]
 
 
 # ---- promotions racing on one registered model -------------------------------------------------
