@@ -105,7 +105,7 @@ def test_a_run_on_two_nodes_spreads_its_trials_and_says_where_each_ran(
         two_nodes: LocalRayCluster, lost_node_run: dict[str, Any]) -> None:
     run = lost_node_run["run"]
     head, worker = two_nodes.head.node_id, two_nodes.nodes[1].node_id
-    assert f"ray: joined the cluster at " in lost_node_run["out"] and "2 CPUs on 2 nodes" in lost_node_run["out"]
+    assert "ray: joined the cluster at " in lost_node_run["out"] and "2 CPUs on 2 nodes" in lost_node_run["out"]
     generation_0 = _results(run, 0)
     assert all(e["ok"] and e["attempts"] == 1 for e in generation_0)
     # one CPU per node and one 1-CPU worker per search: the two concurrent searches ran one on each node
