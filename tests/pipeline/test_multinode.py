@@ -1,7 +1,8 @@
-"""A real 2-node Ray cluster on this machine: trials spread over both nodes, and a worker node lost mid-generation.
+"""A real 2-node Ray cluster on this machine: trials spread over both nodes, a worker node lost mid-generation,
+and a whole cluster lost with its driver, restarted, and the run resumed.
 
-One run serves both tests (slow, ~3-4 min): a head and a worker node of 1 CPU
-each (``ray start``, :mod:`tests.ray_nodes`), two generations of two 1-worker
+One run serves the first two tests (slow, ~3 min): a head and a worker node of 1
+CPU each (``ray start``, :mod:`tests.ray_nodes`), two generations of two 1-worker
 searches with ``--set ray.address=127.0.0.1:P``. Generation 0 runs undisturbed,
 one search per node; in generation 1 the worker node's raylet is SIGKILLed once
 its search has a checkpoint, and the run must still finish.
@@ -148,3 +149,46 @@ def test_a_worker_node_lost_mid_generation_costs_only_a_retry_on_the_node_left(
                    str(retried["index"])]
     assert space_run.data.tags["autospace.attempt_nodes"] == f"{worker},{head}"
     assert space_run.data.tags["autospace.node_id"] == head
+
+
+def test_a_run_whose_cluster_and_driver_died_resumes_on_the_cluster_restarted_at_its_address(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, tiny_dataset)
+    config.write_text(config.read_text().replace("generations: 2", "generations: 1"))
+    run, gen_0 = tmp_path / "run", tmp_path / "run" / "generations" / "gen-0"
+    first = LocalRayCluster().start(workers=1)
+    try:
+        cli = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--set",
+                                f"ray.address={first.address}"], cwd=REPO, env=first.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while not any(gen_0.glob("space-*/search.pt")):  # an epoch in, mid-generation
+            assert cli.poll() is None and time.monotonic() < deadline, "generation 0 never saved a checkpoint"
+            time.sleep(0.1)
+        os.killpg(cli.pid, signal.SIGKILL)  # the driver...
+        cli.wait()
+    finally:
+        first.stop()  # ...and every node of its cluster
+    assert not (run / "evolution.json").exists()
+
+    second = LocalRayCluster(port=first.port).start(workers=1)  # `ray up` again: same head address, new nodes
+    try:
+        resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", "resume", str(run)], cwd=REPO,
+                                 env=second.env, capture_output=True, text=True, timeout=600)
+    finally:
+        second.stop()
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "2 CPUs on 2 nodes" in resumed.stdout
+    evaluations = _results(run, 0)
+    assert all(e["ok"] for e in evaluations)
+    restarted = {second.head.node_id, second.nodes[1].node_id}
+    for evaluation in evaluations:  # this call's attempts ran on the restarted cluster's nodes
+        assert {w["node_id"] for p in evaluation["placements"] for w in p} <= restarted
+    # the searches interrupted on the first cluster were started there, then once more on the second
+    earlier = [read_placements(gen_0 / f"space-{e['index']}")[:-len(e["placements"])] for e in evaluations]
+    assert any(earlier) and all(w["node_id"] not in restarted for p in sum(earlier, []) for w in p)
+    info = json.loads((run / "run.json").read_text())
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]], "tags.`autospace.kind` = 'generation'")
+    assert [r.data.tags["autospace.generation"] for r in runs] == ["0"]
+    assert client.get_run(info["parent_run_id"]).info.status == "FINISHED"
