@@ -34,6 +34,18 @@ A forced promotion moves the alias regardless and records what the rule said.
 Every decision is returned, written to V's tags ``promotion_decision``
 (``promoted``/``kept``/``forced``) and ``promotion_reason``, and appended to a
 JSON Lines log when one is given.
+
+Concurrent promotions. Reading the champion, deciding and moving the alias is a
+read-modify-write, and MLflow has no compare-and-set for aliases: two runs
+promoting into one registered model at once (two deploy stages on a shared
+server) both read "no champion", both logged ``promoted``, and the alias ended on
+whichever wrote last, possibly the worse one. So a promotion holds a lock for the
+whole decision: the registered model ``<name>.promotion-lock``, which the store
+creates for one caller only (names are unique), deleted when the decision is
+logged. A lock older than :data:`STALE_LOCK_SECONDS` is from a promoter that died
+holding it and is removed (two promoters that find the same stale lock may then
+both go ahead: only after such a crash); one younger that does not go away within
+``lock_timeout`` is an error naming it.
 """
 
 from __future__ import annotations
@@ -41,9 +53,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,6 +111,8 @@ COST_TAGS = {"madds": "madds", "params": "params", "latency": "latency_ms"}
 """Budget metric (``BudgetConfig.metric``) -> the version tag holding that cost; the tag names are accepted too."""
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # a missing alias is the latter
 _GAIN_TOLERANCE = 1e-9  # accuracies are ratios of counts; keep 0.85 - 0.84 >= 0.01 true
+LOCK_SUFFIX = ".promotion-lock"
+STALE_LOCK_SECONDS = 600.0  # a decision takes about a second; a lock this old lost its promoter
 
 
 # ---- clients and versions --------------------------------------------------------------------
@@ -468,9 +486,65 @@ def promote_if_better(
     min_gain: float = 0.0,
     force: bool = False,
     log_path: Path | None = None,
+    lock_timeout: float = 120.0,
 ) -> PromotionDecision:
-    """Apply the promotion rule (module docstring) to one version; ``force`` moves the alias regardless."""
+    """Apply the promotion rule (module docstring) to one version; ``force`` moves the alias regardless.
+
+    Holds ``<name>.promotion-lock`` while deciding, so concurrent promotions into one
+    model decide one after the other (module docstring).
+    """
     client = _client(client_or_uri)
+    with _promotion_lock(client, name, lock_timeout):
+        return _promote(client, name, version, budget_metric=budget_metric, budget_target=budget_target,
+                        budget_slack=budget_slack, metric=metric, min_gain=min_gain, force=force, log_path=log_path)
+
+
+@contextmanager
+def _promotion_lock(client: MlflowClient, name: str, timeout: float) -> Iterator[None]:
+    """Hold the registered model ``<name>.promotion-lock`` (created by one caller only) for the block."""
+    lock = name + LOCK_SUFFIX
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"holder": f"{socket.gethostname()}:{os.getpid()}"},
+                                           description=f"held while a promotion into {name} decides")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = client.get_registered_model(lock)
+        except MlflowException as exc:  # released in between: try again
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            continue
+        age = time.time() - held.creation_timestamp / 1000
+        if age > STALE_LOCK_SECONDS:
+            _release(client, lock)
+        elif time.monotonic() > deadline:
+            raise RegistryError(f"another promotion into {name} holds the registered model {lock} (held by "
+                                f"{held.tags.get('holder', 'unknown')} for {age:.0f} s); retry when it ends, or "
+                                "delete that registered model if no promotion is running")
+        else:
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        _release(client, lock)
+
+
+def _release(client: MlflowClient, lock: str) -> None:
+    try:
+        client.delete_registered_model(lock)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+
+
+def _promote(client: MlflowClient, name: str, version: str | int, *, budget_metric: str, budget_target: float,
+             budget_slack: float, metric: str, min_gain: float, force: bool,
+             log_path: Path | None) -> PromotionDecision:
+    """The promotion rule itself; the caller holds the lock."""
     candidate = resolve_version(client, name, version=version)
     accuracy = _float_tag(candidate, metric)
     if accuracy is None:

@@ -17,6 +17,15 @@ alone is rewritten to the routable address). Joining a cluster is left as it is.
 Ray's token authentication stays on by default: do not set ``RAY_AUTH_MODE=disabled``
 outside tests.
 
+Node loss. The run's orchestration (the evolution actor, each search trial's
+function and so its Train controller, which Ray puts on its caller's node) is
+pinned to the head node with :data:`ON_HEAD`; only Train workers go elsewhere.
+Losing the head loses the cluster whatever runs there, so this way a lost worker
+node only costs the worker groups it held, which Ray Train restarts on the nodes
+left (``ray.max_failures``), from their checkpoints. Left to Ray's default
+scheduling, these zero-CPU actors may land on any node, and losing that node
+failed its trials outright, or the whole run.
+
 Train set-up. The evolution's searches (:mod:`pipeline.ray_eval`) and the deploy
 stage's final training (:mod:`deploy.retrain`) run the same kind of job: a gloo
 ``TorchTrainer`` of N workers with fixed CPUs each, retried by Ray Train only
@@ -38,11 +47,13 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline.config import Config, ConfigError
 
-__all__ = ["HEALTH_CHECK_ENV", "LOCAL", "ensure_ray", "fail_once", "init_address", "torch_trainer",
+__all__ = ["HEALTH_CHECK_ENV", "LOCAL", "ON_HEAD", "ensure_ray", "fail_once", "init_address", "torch_trainer",
            "worker_groups_that_fit"]
 
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 LOCAL = "local"  # ray.init's address for "start a new local Ray, whatever else runs on the machine"
+# A sliver of the resource only the head node has (Ray's HEAD_NODE_RESOURCE_NAME): "schedule this on the head".
+ON_HEAD = {"node:__internal_head__": 0.001}
 
 
 def init_address(address: str | None) -> str:

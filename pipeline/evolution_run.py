@@ -1,6 +1,6 @@
 """``autospace run`` / ``resume``: the AutoSpace evolution on Ray, tracked in MLflow, resumable.
 
-A Ray actor (:class:`EvolutionRunner`, no CPUs of its own) owns the loop. Each
+A Ray actor (:class:`EvolutionRunner`, no CPUs of its own, on the head node) owns the loop. Each
 generation it proposes candidate spaces, scores them with one Ray Tune trial
 per space (each a Ray Train data-parallel supernet search, see
 :mod:`pipeline.ray_eval`), folds the results into the populations, saves the
@@ -47,10 +47,11 @@ from ray.exceptions import RayTaskError
 from evolve.fitness import COST_KEYS, result_cost, space_reward
 from evolve.genome import Reference
 from evolve.loop import Evolution, EvolutionSettings
-from pipeline.cluster import ensure_ray
+from pipeline.cluster import ON_HEAD, ensure_ray
 from pipeline.config import Config, ConfigError
 from pipeline.errors import RunFailedError, SearchInputError, cause
 from pipeline.latency_table import predict_latency, table_file
+from pipeline.placement import run_nodes
 from pipeline.ray_eval import SpaceEvaluation, evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
 from pipeline.run_dir import (RunPaths, heartbeat, prepare_run_dir, read_status, record_driver, resume_run_dir,
@@ -175,8 +176,9 @@ class EvolutionRunner:
         """Log one generation from its saved files; a generation already in MLflow is skipped."""
         gen_dir = self.paths.generation(report["generation"])
         spaces = json.loads((gen_dir / "spaces.json").read_text())
-        results = [e["result"] if e["ok"] else None for e in json.loads((gen_dir / "results.json").read_text())]
-        tracker.log_generation(report, spaces, results, evolution.to_dict())
+        evaluations = json.loads((gen_dir / "results.json").read_text())
+        tracker.log_generation(report, spaces, [e["result"] if e["ok"] else None for e in evaluations],
+                               evolution.to_dict(), [e.get("placements", []) for e in evaluations])
 
     def _finish(self, evolution: Evolution, tracker: Tracker, data_path: Path) -> dict[str, Any]:
         config, paths = self.config, self.paths
@@ -210,6 +212,7 @@ class EvolutionRunner:
                              "best_reward_se": h["best_reward_se"], "mean_reward": h["mean_reward"],
                              "champion": h["champion"]} for h in evolution.history],
             "pareto_front": front,
+            "nodes": run_nodes(paths.root),  # where every search's workers ran (pipeline.placement)
             "mlflow": {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
                        "run_id": tracker.parent_run_id},
         }
@@ -286,7 +289,7 @@ def run_pipeline(config: Config, deploy: DeployStage, resume: bool = False, poll
     joined = ensure_ray(config)
     if joined is not None and on_cluster is not None:
         on_cluster(joined)
-    runner = EvolutionRunner.remote(config.model_dump(mode="json"), deploy)
+    runner = EvolutionRunner.options(resources=ON_HEAD).remote(config.model_dump(mode="json"), deploy)
     done = runner.run.remote()
     while True:
         ready, _ = ray.wait([done], timeout=poll_seconds)

@@ -22,6 +22,14 @@ trial crash is turned into ``ok=False`` too, so :func:`evaluate_spaces` never
 raises for a trial's failure. ``attempts`` counts the worker-group starts, which
 rank 0 logs to ``<storage>/space-<i>/attempts``.
 
+Where work ran. Each worker-group start first gathers every rank's Ray node (id,
+hostname, node IP; one all-gather) and rank 0 appends it to
+``<storage>/space-<i>/placements.jsonl``; the evaluation's ``placements`` are its
+attempts' lines (:mod:`pipeline.placement`). Trial functions are pinned to the head
+node (:data:`~pipeline.cluster.ON_HEAD`), and with them the Train controllers (Ray
+puts a controller on its caller's node): a lost worker node then takes only Train
+workers with it, which the controller restarts on the nodes left.
+
 Deterministic errors are not retried. A :class:`~spaces.errors.UserError` (a
 tampered or foreign checkpoint, a config the search rejects) would fail the same
 way on every attempt, and Ray Train's failure policy retries every worker error
@@ -57,17 +65,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
+import torch.distributed as dist
 from ray import train, tune
 
-from pipeline.cluster import ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
+from pipeline.cluster import ON_HEAD, ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
 from pipeline.config import Config
 from pipeline.latency_table import load_table, measure_spaces
+from pipeline.placement import PLACEMENTS, Placement, read_placements
 from pipeline.search_job import load_search_data, search_settings
 from pipeline.weight_pool import SEARCH_WEIGHTS_FILE, load_pool
 from spaces.errors import UserError
@@ -80,8 +92,8 @@ logger = logging.getLogger(__name__)
 
 FAULT_ONCE_ENV = "AUTOSPACE_FAULT_SPACE"
 FAULT_ALWAYS_ENV = "AUTOSPACE_FAULT_SPACE_ALWAYS"
-# What a trial function reserves instead of CPU: it only blocks on fit().
-TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
+# What a trial function reserves instead of CPU (it only blocks on fit()), on the head node (module docstring).
+TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20, "custom_resources": ON_HEAD}
 INPUT_ERROR_KEY = "input_error"  # the key of a worker's returned user error (a search result never has it)
 
 
@@ -96,6 +108,8 @@ class SpaceEvaluation:
     wall_seconds: float
     attempts: int
     input_error: bool = False  # the error is the user's input (UserError): it was not retried
+    # where each attempt's Train workers ran, oldest first (the last produced the result): pipeline.placement
+    placements: list[Placement] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,6 +167,7 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
     for index, space in enumerate(spaces):
         _prepare_space_dir(storage, index, space)
     attempts_before = [_attempts(storage, i) for i in range(len(spaces))]
+    placed_before = [len(read_placements(_space_dir(storage, i))) for i in range(len(spaces))]
     trainable = tune.with_parameters(
         _run_trial, spaces=[s.to_dict() for s in spaces], config=config.model_dump(mode="json"),
         data_path=str(Path(data_path).resolve()), storage=str(storage), name=name,
@@ -169,6 +184,7 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
                                   failure_config=tune.FailureConfig(max_failures=0)))
     grid = tuner.fit()
 
+    placements = [read_placements(_space_dir(storage, i))[placed_before[i]:] for i in range(len(spaces))]
     evaluations: dict[int, SpaceEvaluation] = {}
     for trial in grid:
         index = int(trial.config["index"])
@@ -177,14 +193,16 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
         if trial.error is not None or "ok" not in metrics:
             error = str(trial.error) if trial.error is not None else "the trial reported no result"
             evaluations[index] = SpaceEvaluation(index, False, None, error,
-                                                 float(metrics.get("time_total_s", 0.0)), attempts)
+                                                 float(metrics.get("time_total_s", 0.0)), attempts,
+                                                 placements=placements[index])
         else:
             result = json.loads(metrics["result_json"]) if metrics["ok"] else None
             evaluations[index] = SpaceEvaluation(index, bool(metrics["ok"]), result, metrics["failure"] or None,
                                                  float(metrics["wall_seconds"]), attempts,
-                                                 bool(metrics.get("input_error", False)))
+                                                 bool(metrics.get("input_error", False)), placements[index])
     return [evaluations.get(i, SpaceEvaluation(i, False, None, "Tune returned no trial for this space", 0.0,
-                                               _attempts(storage, i) - attempts_before[i]))
+                                               _attempts(storage, i) - attempts_before[i],
+                                               placements=placements[i]))
             for i in range(len(spaces))]
 
 
@@ -256,10 +274,13 @@ def _search(loop_config: dict[str, Any]) -> dict | None:
     rank = train.get_context().get_world_rank()
     torch.set_num_threads(loop_config["threads"])
     space_dir = Path(loop_config["space_dir"])
+    placement = _gather_placement()
     if rank == 0:
         space_dir.mkdir(parents=True, exist_ok=True)
         with open(space_dir / "attempts", "a") as log:
             log.write(f"{time.time():.3f}\n")
+        with open(space_dir / PLACEMENTS, "a") as log:
+            log.write(json.dumps(placement) + "\n")
         _maybe_inject_fault(loop_config["index"], loop_config["faults"], space_dir)
     config = Config.model_validate(loop_config["config"])
     data = load_search_data(config, Path(loop_config["data_path"]))
@@ -271,6 +292,17 @@ def _search(loop_config: dict[str, Any]) -> dict | None:
                     latency_table=load_table(Path(table), config) if table is not None else None,
                     warm_start=warm, weights_out=space_dir / SEARCH_WEIGHTS_FILE)
     return result.to_dict() if rank == 0 else None
+
+
+def _gather_placement() -> Placement:
+    """Every rank's Ray node, host name and node IP, in rank order (one all-gather over the worker group)."""
+    here = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+            "ip": ray.util.get_node_ip_address()}
+    if not (dist.is_available() and dist.is_initialized()):
+        return [here]
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, here)
+    return everyone
 
 
 def _maybe_inject_fault(index: int, faults: dict[str, str | None], space_dir: Path) -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.driver import driver_alive, driver_record
+from pipeline.placement import run_nodes
 from pipeline.relocate import relocate_run
 from spaces.atomic import write_text_atomically
 from spaces.errors import cut
@@ -85,7 +86,8 @@ def read_status(out_dir: Path) -> dict[str, Any]:
 
     ``running`` is whether the run's driver is alive (None: it cannot be told from here,
     another host or a run that recorded no driver); ``last_seen`` is when the run last
-    wrote or touched its status file (seconds since the epoch).
+    wrote or touched its status file (seconds since the epoch); ``nodes`` is where the
+    searches so far ran (:func:`pipeline.placement.run_nodes`).
     """
     paths = RunPaths(out_dir)
     status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
@@ -106,6 +108,7 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "running": False if ended else driver_alive(status.get("driver")),
         "last_seen": paths.status.stat().st_mtime if paths.status.exists() else None,
         "registry_champion": _logged_champion(paths.root / PROMOTIONS),
+        "nodes": run_nodes(paths.root),
     }
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.placement import format_nodes
 from pipeline.tables import arch_label, format_table, human
 
 __all__ = ["experiment_page", "format_deploy", "format_generations", "format_run_summary", "format_status", "fmt"]
@@ -109,6 +110,8 @@ def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: b
              "best reward": fmt(info["best_reward"]),
              "best arch": arch_label(info["best_arch"], wide)
              + ("" if wide or not info["best_arch"] else "  (full string: --wide or --json)")}
+    if info.get("nodes"):  # the Ray nodes the searches' workers ran on
+        lines["nodes"] = format_nodes(info["nodes"])
     champion = info.get("registry_champion")
     if champion is not None:  # the registry's alias, not the evolution's best: they often differ
         lines["registry champion"] = (

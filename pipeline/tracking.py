@@ -15,8 +15,10 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from pipeline.config import Config
+from pipeline.placement import Placement, node_tags
 
 __all__ = ["Tracker", "tracking_uri"]
 
@@ -55,9 +57,14 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(config.mlflow.experiment)
         if experiment is None:
             location = None if config.mlflow.tracking_uri else (config.out_dir / "mlartifacts").resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(config.mlflow.experiment, artifact_location=location,
-                                                               tags={KIND_TAG: KIND})
-        else:
+            try:
+                self.experiment_id = self.client.create_experiment(config.mlflow.experiment,
+                                                                   artifact_location=location, tags={KIND_TAG: KIND})
+            except MlflowException as err:  # another run on the same server created it since: use that one
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = self.client.get_experiment_by_name(config.mlflow.experiment)
+        if experiment is not None:
             self.experiment_id = experiment.experiment_id
             if KIND_TAG not in experiment.tags:  # an experiment made elsewhere: a kind set there is kept
                 self.client.set_experiment_tag(self.experiment_id, KIND_TAG, KIND)
@@ -98,8 +105,13 @@ class Tracker:
         return self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
 
     def log_generation(self, report: dict[str, Any], spaces: list[dict[str, Any]],
-                       results: list[dict[str, Any] | None], state: dict[str, Any]) -> bool:
-        """One nested run for the generation, one per candidate space under it; False if already logged."""
+                       results: list[dict[str, Any] | None], state: dict[str, Any],
+                       placements: list[list[Placement]] | None = None) -> bool:
+        """One nested run for the generation, one per candidate space under it; False if already logged.
+
+        ``placements`` (per space, its evaluation's) tag each space's run with the Ray
+        node and host its workers ran on (:func:`pipeline.placement.node_tags`).
+        """
         generation = report["generation"]
         if self.child_runs("generation", generation=generation):
             return False
@@ -110,7 +122,8 @@ class Tracker:
         self.client.log_dict(run_id, report, "report.json")
         self.client.log_dict(run_id, state, "population_state.json")
         for index, (space, result, entry) in enumerate(zip(spaces, results, report["spaces"])):
-            space_run = self.start_child("space", {"generation": generation, "space": index},
+            where = node_tags(placements[index]) if placements else {}
+            space_run = self.start_child("space", {"generation": generation, "space": index, **where},
                                          f"g{generation}-space-{index}", parent=run_id)
             space_metrics = {"log10_cardinality": entry["log10_cardinality"]}
             if result is not None:

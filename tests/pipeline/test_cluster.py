@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,8 +12,7 @@ import pytest
 
 from pipeline.cluster import LOCAL, fail_once, init_address, worker_groups_that_fit
 from pipeline.config import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.ray_nodes import REPO, LocalRayCluster
 
 
 def test_a_null_address_means_a_ray_of_our_own_and_joining_is_only_on_request() -> None:
@@ -59,42 +53,21 @@ ray.shutdown()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def started_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     """A 1-CPU head started with ``ray start``; yields its address and an environment that points at it.
 
     Its temp dir is private, so no other ``ray.init()`` on this shared machine finds it;
     the environment's ``RAY_ADDRESS`` makes it this test's "current cluster" instead,
-    the way ``ray start`` makes it the machine's. It runs in its own process group,
-    which teardown signals (``ray stop`` would stop every Ray of this user).
+    the way ``ray start`` makes it the machine's. Teardown stops only this head
+    (``ray stop`` would stop every Ray of this user).
     """
-    temp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
-    ray_cli = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(_free_port()), "--num-cpus", "1",
-                             "--temp-dir", temp, "--include-dashboard=false", "--disable-usage-stats", "--block"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cluster = LocalRayCluster()
     try:
-        address_file = Path(temp) / "ray_current_cluster"
-        deadline = time.monotonic() + 120
-        while not (address_file.exists() and address_file.read_text().strip()):
-            assert head.poll() is None and time.monotonic() < deadline, "ray start did not bring the head up"
-            time.sleep(0.5)
-        address = address_file.read_text().strip()
-        yield address, {**env, "RAY_ADDRESS": address}
+        cluster.start(workers=0)
+        yield cluster.gcs_address, {**cluster.env, "RAY_ADDRESS": cluster.gcs_address}
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(10)
-        except subprocess.TimeoutExpired:  # `ray start --block` outlives its children's SIGTERM
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        cluster.stop()
 
 
 def _probe(env: dict[str, str], *overrides: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Iterator
@@ -38,6 +39,12 @@ def wait_for_free_cpus(timeout: float = 10.0) -> float:
     while (free := ray.available_resources().get("CPU", 0.0)) < total and time.monotonic() < deadline:
         time.sleep(0.2)
     return free
+
+
+def local_node() -> dict[str, str]:
+    """Where a worker of the session's one-node Ray runs: its node, this host."""
+    return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+            "ip": ray.util.get_node_ip_address()}
 
 
 def assert_searched(evaluation: SpaceEvaluation, space: SearchSpace) -> None:
@@ -81,6 +88,7 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     for evaluation, space in zip(evaluations, spaces):
         assert_searched(evaluation, space)
     assert [Arch.parse(e.result["arch"]).input_size for e in evaluations] == [12, 8]
+    assert [e.placements for e in evaluations] == [[[local_node()]]] * 2  # one attempt, one worker, here
     assert (tmp_path / "gen-0" / "space-1" / "search.pt").exists()
     assert (tmp_path / "gen-0" / "gen-0").is_dir()  # Tune's experiment under storage, not ~/ray_results
     copy = SpaceEvaluation.from_dict(json.loads(json.dumps(evaluations[0].to_dict())))
@@ -105,6 +113,7 @@ def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
         evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers")
     [evaluation] = evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers", table_path)
     assert_searched(evaluation, space_at(12))
+    assert evaluation.placements == [[local_node(), local_node()]]  # both ranks' places, gathered by rank 0
     # the table was measured before the trial, for every member of the space, and priced the search
     table = LatencyTable.load(table_path, runtime="torch", batch=1)
     assert set(space_latency_keys(space_at(12))) <= set(table.entries)
@@ -135,6 +144,7 @@ def test_a_failed_worker_is_retried_and_the_trial_succeeds(faulty_run: tuple[lis
     retried = evaluations[0]
     assert (storage / "space-0" / "fault-injected").exists()
     assert retried.ok and retried.attempts == 2, retried.error
+    assert retried.placements == [[local_node()]] * 2  # each attempt says where it ran
     assert space_at(12).contains(Arch.parse(retried.result["arch"]))
 
 

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +13,7 @@ from mlflow import MlflowClient
 from pipeline.config import load_config
 from pipeline.run_tables import experiment_page
 from pipeline.tracking import CURVES, KIND, KIND_TAG, Tracker
+from tests.mlflow_server import mlflow_server
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -73,37 +68,15 @@ def test_per_epoch_search_curves_are_metric_histories(tmp_path: Path) -> None:
     assert not tracker.log_generation(json.loads((FIXTURE / "evolution.json").read_text())["history"][0], [], [], {})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (scripts/setup.sh installs it where apt "
                                               "exists)")
 def test_the_printed_ui_address_opens_on_the_training_runs(tmp_path: Path) -> None:
     tracker = _tracker(tmp_path)
     _log_fixture_generation(tracker)
     tracker.client.set_tag(tracker.parent_run_id, "mlflow.runName", "ui-check-run")
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+    with mlflow_server(tracker.uri) as base:
         dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                               "--virtual-time-budget=20000", "--window-size=1400,1000", "--dump-dom",
                               experiment_page(tracker.experiment_id, base)],
                              capture_output=True, text=True, timeout=180).stdout
         assert ">Runs<" in dom and "ui-check-run" in dom  # the runs table, with the pipeline's parent run
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its worker: the session it leads
-        server.wait(timeout=30)
