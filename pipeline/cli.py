@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from deploy import cli as deploy_cli
-from pipeline import cost_cli, run_cli
+from pipeline import cost_cli, run_cli, train_cli
 from pipeline.data import cli as data_cli
 from pipeline.quiet import quiet_third_party
 from pipeline.errors import RunFailedError
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(commands)
     cost_cli.register(commands)
     deploy_cli.register(commands)
+    train_cli.register(commands)
     _add_verbose(parser)
     return parser
 
