@@ -11,6 +11,7 @@ resumes from its epoch checkpoints).
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -127,8 +128,10 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, foreign or pickled-object file: say which and what is needed
-        raise CheckpointError(f"{path} cannot be read as weights ({cut(str(err).splitlines()[0])}); give a "
-                              "retrain's weights.pt or checkpoint.pt (a state dict saved with torch.save)") from None
+        why = ("it holds pickled Python objects, which weights_only loading refuses to run"
+               if isinstance(err, pickle.UnpicklingError) else cut(str(err).splitlines()[0]))
+        raise CheckpointError(f"{path} cannot be read as weights ({why}); give a retrain's weights.pt or "
+                              "checkpoint.pt (a state dict saved with torch.save)") from None
     arch = None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         state, arch = state.get("net"), state.get("run", {}).get("arch")

@@ -138,13 +138,14 @@ def _config(args: argparse.Namespace, arch: Arch, run_dir: Path | None, root: Pa
 
 # ---- commands --------------------------------------------------------------------------------
 def run_train(args: argparse.Namespace) -> int:
-    from deploy.retrain import validate_archs  # Ray, torch and MLflow load only when a command needs them
+    from deploy.retrain import untuned_hyperparameters, validate_archs  # Ray, MLflow load only when used
     from deploy.train import promotions_log, train_arch
 
     arch, run_dir = resolve_arch(args.arch)
     config = _config(args, arch, run_dir, TRAIN_ROOT)
     data_path, _ = dataset_info(config)
-    validate_archs([arch], data_path)  # before anything is written
+    validate_archs([arch], data_path)  # input errors before anything is written or started
+    untuned_hyperparameters(config)  # which checks the ranges tuning samples too
     bar = Progress(len(_PHASES), "train", "step")
     try:
         record = train_arch(arch, config, data_path, tuned=not args.no_tune,
