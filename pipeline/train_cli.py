@@ -10,9 +10,10 @@ What ``ARCH`` may be (:func:`resolve_arch`), in this order:
   ``autospace run`` prints), or the N-th model of an arch file holding several.
 
 With ``RUN_DIR:N`` the run's ``config.yaml`` is the base config (its data set and
-retrain recipe) unless ``--config`` is given, and the model is registered in the run's
-own registry (so the champion rule compares it with the run's champion, on the same
-test split) unless ``mlflow.tracking_uri`` is set.
+retrain recipe) unless ``--config`` is given, the model is registered in the run's own
+registry (so the champion rule compares it with the run's champion, on the same test
+split) unless ``mlflow.tracking_uri`` is set, and the training directory defaults to
+``RUN_DIR/train/<arch id>`` (else ``runs/train/<arch id>``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "of a multi-model arch file. With RUN_DIR:N the run's config and registry are the defaults. "
                     "See docs/retrain.md.")
     train.add_argument("arch", metavar="ARCH|PATH:N", help="arch string, arch file, or RUN_DIR:N")
-    add_config_arguments(train, out_help=f"training directory (default {TRAIN_ROOT}/<arch id>)",
+    add_config_arguments(train, out_help=f"training directory (default RUN_DIR/train/<arch id> for RUN_DIR:N, "
+                                         f"else {TRAIN_ROOT}/<arch id>)",
                          config_help="YAML config (data, retrain, export, mlflow, budget); default: the run's "
                                      "config.yaml for RUN_DIR:N, else the embedded defaults")
     train.add_argument("--no-tune", action="store_true",
@@ -131,7 +133,7 @@ def _config(args: argparse.Namespace, arch: Arch, run_dir: Path | None, root: Pa
         base = RunPaths(run_dir).config
         first = [f"mlflow.tracking_uri={tracking_uri(read_run_config(run_dir))}"]  # the run's registry
     config = load_config(base, [*first, *args.overrides])
-    out = args.out or root / arch_id(arch.encode())
+    out = args.out or (run_dir / "train" if run_dir is not None else root) / arch_id(arch.encode())
     check_out_dir(out)
     return config.model_copy(update={"out_dir": out.resolve()})
 

@@ -149,3 +149,13 @@ def test_every_command_takes_verbose_after_its_name() -> None:
     assert {path for path, _ in found} >= {("run",), ("status",), ("report",), ("data", "import"), ("predict",)}
     for path, parser in found:
         assert any("--verbose" in action.option_strings for action in parser._actions), path
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # `autospace predict ... | head` on a large split: head exits after 10 lines and the pipe closes
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "cost", LONG], cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # before the command has written anything (it takes seconds to start)
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and stderr == ""  # 128 + SIGPIPE, as a Unix tool ends
