@@ -148,6 +148,9 @@ def run_train(args: argparse.Namespace) -> int:
     data_path, _ = dataset_info(config)
     validate_archs([arch], data_path)  # input errors before anything is written or started
     untuned_hyperparameters(config)  # which checks the ranges tuning samples too
+    if "onnx" not in config.export.formats:
+        raise ConfigError(f"export.formats={list(config.export.formats)}: train registers the ONNX file, so "
+                          "'onnx' must be one of them (autospace export writes TorchScript alone)")
     bar = Progress(len(_PHASES), "train", "step")
     try:
         record = train_arch(arch, config, data_path, tuned=not args.no_tune,
@@ -170,10 +173,10 @@ def _train_report(record: dict[str, Any], config: Config, log: Path, wide: bool)
     files = record["export"]["paths"]
     return "\n".join([
         format_deploy({"models": [record]}, wide), "",
-        f"arch {arch_label(record['arch'], wide)}: {retrain['epochs']} epochs, {how}, hyper-parameters "
-        + ", ".join(f"{k}={v:.3g}" for k, v in retrain["hparams"].items()),
-        f"training directory: {config.out_dir}",
-        f"  train.json, weights {retrain['weights_path']}",
+        f"arch {arch_label(record['arch'], wide)}: {retrain['epochs']} epochs, {how}",
+        "  hyper-parameters: " + " ".join(f"{k}={v:.3g}" for k, v in retrain["hparams"].items()),
+        f"training directory: {config.out_dir}  (record: train.json)",
+        f"  weights:  {retrain['weights_path']}",
         "  exported: " + ", ".join(str(path) for path in files.values()),
         f"registered {name} v{version} in {uri}",
         f"  champion rule: {promotion['decision']}: " + "; ".join(promotion["reasons"]) + f" (logged in {log})",

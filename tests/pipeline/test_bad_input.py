@@ -125,6 +125,8 @@ def _train_cases() -> list[Case]:
         ("train: bad --set", train(TRAIN_ARCH, "--set", "retrain.epochs=0"), "retrain.epochs"),
         ("train: empty lr range", train(TRAIN_ARCH, "--no-tune", "--set", "retrain.lr_range=[0, 0.1]"),
          "low end must be > 0"),
+        ("train: no ONNX to register", train(TRAIN_ARCH, "--set", "export.formats=[torchscript]"),
+         "train registers the ONNX file"),
         ("train: --out is a file", lambda i, d: ["train", TRAIN_ARCH, "--out", str(i / "a_file"),
                                                  "--set", f"data.path={d}"], "a_file is a file, not a directory"),
         ("export: missing checkpoint", export("nope.pt"), "nope.pt does not exist"),
