@@ -6,6 +6,10 @@ resumable step by step: ``deploy.json`` records, per architecture, the
 retrain result, the export report, the registered version and the promotion
 decision, and a rerun skips every step already recorded (retraining itself
 resumes from its epoch checkpoints).
+
+The per-model steps (:func:`deploy_model`: export, register, champion rule) are
+also what ``autospace train`` runs for an architecture a user brings
+(:mod:`deploy.train`), so both go through one mechanism.
 """
 
 from __future__ import annotations
