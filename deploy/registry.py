@@ -78,6 +78,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 
 from deploy.errors import RegistryError
+from pipeline.tracking import KIND, KIND_TAG
 from spaces.onnx_session import load_onnx_session
 from spaces.arch import Arch
 from spaces.cost import arch_cost
@@ -91,6 +92,7 @@ __all__ = [
     "RegistryError",
     "apply_decision",
     "existing_store",
+    "experiment_id",
     "load_registered",
     "logged_decision",
     "parse_model_uri",
@@ -279,15 +281,15 @@ def register_model(
     }
 
     if run_id is None:
-        experiment_id = _experiment_id(client, experiment)
-        run_id = client.create_run(experiment_id, tags={"mlflow.runName": f"register-{name}",
-                                                        "autospace.kind": "register"}).info.run_id
+        exp_id = experiment_id(client, experiment)
+        run_id = client.create_run(exp_id, tags={"mlflow.runName": f"register-{name}",
+                                                 "autospace.kind": "register"}).info.run_id
         own_run = True
     else:
-        experiment_id = client.get_run(run_id).info.experiment_id
+        exp_id = client.get_run(run_id).info.experiment_id
         own_run = False
 
-    logged = client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
+    logged = client.create_logged_model(exp_id, name=name, source_run_id=run_id,
                                         tags={"autospace.arch": arch.encode()})
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -338,11 +340,13 @@ def version_of_run(client_or_uri: MlflowClient | str, name: str, run_id: str) ->
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside a SQLite store, opening on its runs) if new."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri))
+    return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri),
+                                    tags={KIND_TAG: KIND})
 
 
 def test_split_id(data_path: Path) -> str:

@@ -69,12 +69,13 @@ from pipeline.run_dir import write_json
 from spaces.arch import Arch
 from spaces.modules import ChildNet
 from spaces.atomic import write_atomically
+from spaces.errors import cut
 from spaces.search import CheckpointError
 from spaces.training import average_buffers, evaluate, recalibrate_bn, train_epoch
 from spaces.supernet import resize_input
 
 __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
-           "tune_hyperparameters", "validate_archs"]
+           "tune_hyperparameters", "untuned_hyperparameters", "validate_archs"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,13 +164,15 @@ def validate_archs(archs: list[Arch], data_path: Path) -> None:
     if not archs:
         raise ValueError("no architectures to retrain: the list is empty")
     info = read_info(Path(data_path))
-    for arch in archs:
+    for arch in archs:  # input errors (an architecture a user brings): ConfigError, one line in the CLI
         if arch.num_classes != info.num_classes:
-            raise ValueError(f"architecture {arch.encode()!r} has {arch.num_classes} classes but the data set "
-                             f"{data_path} has {info.num_classes}")
+            raise ConfigError(f"architecture {cut(arch.encode())!r} has {arch.num_classes} classes but the data "
+                              f"set {data_path} has {info.num_classes}; set classes={info.num_classes} in the arch "
+                              "or point data.path at its data set")
         if arch.in_channels != info.shape[0]:
-            raise ValueError(f"architecture {arch.encode()!r} takes {arch.in_channels} input channels but the "
-                             f"data set {data_path} has {info.shape[0]}")
+            raise ConfigError(f"architecture {cut(arch.encode())!r} takes {arch.in_channels} input channels but "
+                              f"the data set {data_path} has {info.shape[0]}; set input={info.shape[0]}x"
+                              f"{arch.input_size} in the arch or point data.path at its data set")
 
 
 def tune_hyperparameters(arch: Arch, config: Config, data_path: Path, storage: Path) -> TuningResult:
@@ -313,14 +316,16 @@ def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Pat
                          epochs=config.retrain.epochs, workers=workers)
 
 
-def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: Path) -> list[RetrainResult]:
+def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: Path,
+                  tuned: bool = True) -> list[RetrainResult]:
     """Tune then retrain the first ``retrain.top_k`` architectures (best first); results in input order.
 
     Each architecture works in ``<storage>/arch-<digest>``, the digest of its string,
-    the retrain settings and the data limits, so a rerun with the same storage and
-    settings skips finished architectures (their ``result.json``), reuses finished
+    the retrain settings, the data limits and ``tuned``, so a rerun with the same storage
+    and settings skips finished architectures (their ``result.json``), reuses finished
     tunings and resumes an interrupted training, while changed settings start afresh.
-    All results are also written to ``<storage>/results.json``.
+    All results are also written to ``<storage>/results.json``. Without ``tuned`` the
+    final training uses :func:`untuned_hyperparameters`.
     """
     validate_archs(archs, data_path)
     chosen = archs[:config.retrain.top_k]
@@ -329,20 +334,37 @@ def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: P
     storage = Path(storage).resolve()
     results = []
     for arch in chosen:
-        digest = hashlib.sha1(json.dumps(_settings_key(arch, config), sort_keys=True).encode()).hexdigest()
+        key = _settings_key(arch, config) | ({} if tuned else {"tuned": False})  # tuned dirs keep their old digest
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
         arch_dir = storage / f"arch-{digest[:12]}"
         record = arch_dir / "result.json"
         if record.exists():
             logger.info("%s is already retrained; reusing %s", arch.encode(), record)
             results.append(RetrainResult.from_dict(json.loads(record.read_text())))
             continue
-        tuning = tune_hyperparameters(arch, config, data_path, arch_dir)
-        result = retrain(arch, tuning.best, config, data_path, arch_dir)
-        result.tuning = tuning.to_dict()
+        if tuned:
+            tuning = tune_hyperparameters(arch, config, data_path, arch_dir)
+            result = retrain(arch, tuning.best, config, data_path, arch_dir)
+            result.tuning = tuning.to_dict()
+        else:
+            result = retrain(arch, untuned_hyperparameters(config), config, data_path, arch_dir)
         write_json(record, result.to_dict())
         results.append(result)
     write_json(storage / "results.json", [r.to_dict() for r in results])
     return results
+
+
+def untuned_hyperparameters(config: Config) -> Hyperparameters:
+    """The centre of every configured range, geometric for the log-uniform ones (learning rate, weight decay).
+
+    What training without tuning uses; a range collapsed to one value (``lr_range: [0.05, 0.05]``) fixes it.
+    """
+    settings = config.retrain
+    _search_space(config)  # the log-uniform ranges must start above 0, tuned or not
+    return Hyperparameters(lr=float(np.sqrt(np.prod(settings.lr_range))),
+                           weight_decay=float(np.sqrt(np.prod(settings.weight_decay_range))),
+                           label_smoothing=sum(settings.label_smoothing_range) / 2,
+                           augmentation=sum(settings.augmentation_range) / 2)
 
 
 def _settings_key(arch: Arch, config: Config) -> dict[str, Any]:

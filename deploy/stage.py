@@ -12,31 +12,56 @@ an export cut short is redone from a clean folder; registration goes on in the
 interrupted attempt's ``retrain`` run and keeps a version that run registered;
 a promotion decision is logged (``promotions.jsonl``) before it is applied, and
 a logged one is applied again rather than decided again.
+
+The per-model steps (:func:`deploy_model`: export, register, champion rule) are
+also what ``autospace train`` runs for an architecture a user brings
+(:mod:`deploy.train`), so both go through one mechanism.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from mlflow import MlflowClient
 from mlflow.entities import Param
 
 from deploy.export import DeployableModel, LatencySettings, export_model
 from deploy.registry import (CANDIDATE, PromotionDecision, apply_decision, logged_decision, promote_if_better,
                              register_model, test_split_id, version_of_run)
-from deploy.retrain import RetrainResult, retrain_front
+from deploy.retrain import CHECKPOINT_FORMAT, RetrainResult, retrain_front
 from pipeline.config import Config
-from pipeline.data import load_dataset, read_info
+from pipeline.data import DatasetInfo, load_dataset, read_info
 from pipeline.run_dir import PROMOTIONS, kill_run_at, write_json
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
 from spaces.modules import ChildNet
+from spaces.errors import cut
+from spaces.search import CheckpointError
 
-__all__ = ["front_archs", "deploy_run"]
+__all__ = ["DeployInputs", "apply_champion_rule", "deploy_model", "deploy_run", "export_weights", "front_archs",
+           "load_child", "read_weights"]
 
 EXAMPLE_IMAGES = 64  # test images used for export parity and as the registry's input example
+
+
+@dataclass(frozen=True)
+class DeployInputs:
+    """What every model trained on one data set is exported and registered with."""
+
+    info: DatasetInfo
+    images: torch.Tensor  # EXAMPLE_IMAGES native-size test images: export parity, the registry's input example
+    split_id: str  # the test split the accuracies were measured on (the champion rule compares only equal ones)
+
+    @classmethod
+    def of(cls, data_path: Path) -> DeployInputs:
+        images, _ = load_dataset(data_path).split("test", limit=EXAMPLE_IMAGES, seed=0, normalize=False)
+        return cls(read_info(data_path), images, test_split_id(data_path))
 
 
 def front_archs(summary: dict[str, Any], top_k: int) -> list[Arch]:
@@ -55,86 +80,144 @@ def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker
     predicted = {p["arch"]: p.get("predicted_latency_ms") for p in summary["pareto_front"]}
     on_phase("retrain")
     results = retrain_front(archs, config, data_path, root / "retrain")
-    info = read_info(data_path)
-    images, _ = load_dataset(data_path).split("test", limit=EXAMPLE_IMAGES, seed=0, normalize=False)
-    split_id = test_split_id(data_path)
+    inputs = DeployInputs.of(data_path)
     by_arch = {m["arch"]: m for m in record["models"]}
 
-    def save() -> None:  # after every step: a kill loses at most the step it interrupted
+    def save() -> None:
         record["models"] = list(by_arch.values())
         write_json(record_path, record)
 
     for index, result in enumerate(results):
         entry = by_arch.setdefault(result.arch, {"arch": result.arch})
-        entry["retrain"] = result.to_dict()
         entry["predicted_latency_ms"] = predicted.get(result.arch)  # budget.latency_runtime, batch 1, run's table
-        if "export" not in entry:
-            on_phase("export")
-            entry["export"] = _export(result, info, images, config, root / "export" / f"model-{index}")
-            save()
-        if "version" not in entry:
-            on_phase("register")
-            entry["version"] = _register(result, entry["export"], info, images, split_id, config, tracker)
-            save()
-        if "promotion" not in entry:
-            entry["promotion"] = _promote(entry["version"], config, tracker, root / PROMOTIONS).to_dict()
-            kill_run_at("promote", root)
-        save()
+        start_run = partial(tracker.resume_child, "retrain", {"arch": result.arch},
+                            f"retrain-{Arch.parse(result.arch).input_size}px")
+        deploy_model(entry, result, inputs, config, tracker.client, start_run, root / "export" / f"model-{index}",
+                     root / PROMOTIONS, save, on_phase)
+    save()
     return record
 
 
-def _export(result: RetrainResult, info: Any, images: torch.Tensor, config: Config, out: Path) -> dict[str, Any]:
-    arch = Arch.parse(result.arch)
+def deploy_model(entry: dict[str, Any], result: RetrainResult, inputs: DeployInputs, config: Config,
+                 client: MlflowClient, start_run: Callable[[], str], out: Path, log_path: Path,
+                 save: Callable[[], None], on_phase: Callable[[str], None] = lambda phase: None) -> None:
+    """Export -> register -> promote one retrained model into ``entry``; a step ``entry`` records is skipped.
+
+    ``start_run`` gives the MLflow run that holds the registered version (nested in a
+    pipeline run — the interrupted attempt's, on resume — or one of its own for
+    ``autospace train``); ``save`` persists ``entry`` after each step, so a rerun goes
+    on from the step that did not finish.
+    """
+    entry["retrain"] = result.to_dict()
+    if "export" not in entry:
+        on_phase("export")
+        entry["export"] = export_weights(result.arch, Path(result.weights_path), inputs, config, out)
+        kill_run_at("export", config.out_dir)  # exported but not recorded: a resume exports again
+        save()
+    if "version" not in entry:
+        on_phase("register")
+        entry["version"] = _register(result, entry["export"], inputs, config, client, start_run)
+        save()
+    if "promotion" not in entry:
+        logged = logged_decision(log_path, config.mlflow.registered_model, entry["version"])
+        if logged is not None:  # decided before a kill: finish it, do not decide again
+            apply_decision(client, logged)
+        entry["promotion"] = (logged or apply_champion_rule(client, config, entry["version"], log_path)).to_dict()
+        kill_run_at("promote", config.out_dir)
+        save()
+
+
+def apply_champion_rule(client: MlflowClient, config: Config, version: str, log_path: Path,
+                        force: bool = False) -> PromotionDecision:
+    """:func:`deploy.registry.promote_if_better` with the config's budget, slack and minimum gain."""
+    return promote_if_better(client, config.mlflow.registered_model, version, budget_metric=config.budget.metric,
+                             budget_target=config.budget.target, budget_slack=config.mlflow.promote_budget_slack,
+                             min_gain=config.mlflow.promote_min_gain, force=force, log_path=log_path)
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict in a retrain's ``weights.pt`` or ``checkpoint.pt``, and the arch string it records.
+
+    Read with ``weights_only=True`` (no pickled objects run). A checkpoint records its
+    arch; plain weights take it from the retrain's ``result.json`` beside them, else
+    None. Raises :class:`CheckpointError` naming the file and what it should be.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, foreign or pickled-object file: say which and what is needed
+        why = ("it holds pickled Python objects, which weights_only loading refuses to run"
+               if isinstance(err, pickle.UnpicklingError) else cut(str(err).splitlines()[0]))
+        raise CheckpointError(f"{path} cannot be read as weights ({why}); give a retrain's weights.pt or "
+                              "checkpoint.pt (a state dict saved with torch.save)") from None
+    arch = None
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        state, arch = state.get("net"), state.get("run", {}).get("arch")
+    elif (path.parent / "result.json").is_file():
+        arch = json.loads((path.parent / "result.json").read_text()).get("arch")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds a {type(state).__name__} that is not a state dict of tensors; give "
+                              "a retrain's weights.pt or checkpoint.pt")
+    return state, arch
+
+
+def load_child(arch: Arch, weights: dict[str, torch.Tensor], source: Path | str) -> ChildNet:
+    """``ChildNet(arch)`` in eval mode with ``weights``; a :class:`CheckpointError` naming ``source`` if they
+    belong to another architecture."""
     child = ChildNet(arch)
-    child.load_state_dict(torch.load(result.weights_path, map_location="cpu", weights_only=True))
-    model = DeployableModel.for_dataset(child, arch, info).eval()
+    try:
+        child.load_state_dict(weights)
+    except RuntimeError as err:  # missing/unexpected keys or shape mismatches, one per line
+        problem = "; ".join(line.strip() for line in str(err).splitlines()[1:3] if line.strip())
+        raise CheckpointError(f"{source} does not hold weights of {cut(arch.encode())!r} ({cut(problem)}); "
+                              "give the architecture it was trained as") from None
+    return child.eval()
+
+
+def export_weights(arch: str, weights: Path, inputs: DeployInputs, config: Config, out: Path) -> dict[str, Any]:
+    """TorchScript and ONNX files of trained ``weights`` in ``out``, parity-checked; returns the export report.
+
+    The report is also written to ``out/export_report.json``.
+    """
+    parsed = Arch.parse(arch)
+    model = DeployableModel.for_dataset(load_child(parsed, read_weights(weights)[0], weights), parsed,
+                                        inputs.info).eval()
     if out.exists():  # a half-finished earlier attempt: export writes atomically, so start clean
         for path in out.iterdir():
-            path.unlink()
+            if path.is_file():
+                path.unlink()
     report = export_model(model, out, formats=config.export.formats, opset=config.export.onnx_opset,
-                          atol=config.export.parity_atol, test_batch=images, latency_settings=LatencySettings())
-    kill_run_at("export", config.out_dir)  # exported but not recorded: a resume exports again
+                          atol=config.export.parity_atol, test_batch=inputs.images, latency_settings=LatencySettings())
     data = report.to_dict()
     write_json(out / "export_report.json", data)
     return data
 
 
-def _register(result: RetrainResult, export: dict[str, Any], info: Any, images: torch.Tensor, split_id: str,
-              config: Config, tracker: Tracker) -> str:
-    """A nested ``retrain`` run under the pipeline run, holding the registered model version.
-
-    Exactly once across kills: an interrupted attempt's run is taken up again
-    (:meth:`Tracker.resume_child`), and a version it already registered is kept.
-    """
+def _register(result: RetrainResult, export: dict[str, Any], inputs: DeployInputs, config: Config,
+              client: MlflowClient, start_run: Callable[[], str]) -> str:
+    """A new version of the registered model in the run ``start_run`` gives (FAILED if registering fails);
+    a version that run registered before a kill is kept (its candidate alias set again)."""
     arch = Arch.parse(result.arch)
+    run_id = start_run()
     name = config.mlflow.registered_model
-    run_id = tracker.resume_child("retrain", {"arch": result.arch}, f"retrain-{arch.input_size}px")
-    version = version_of_run(tracker.client, name, run_id)
-    if version is None:
-        tracker.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in result.hparams.items()])
+    registered = version_of_run(client, name, run_id)
+    if registered is not None:
+        client.set_registered_model_alias(name, CANDIDATE, str(registered.version))
+        client.set_terminated(run_id, "FINISHED")
+        return str(registered.version)
+    try:
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in result.hparams.items()])
         latency = export["latency_ms"].get(config.budget.latency_runtime, {}).get("1")  # what the budget prices
         metrics = {"test_accuracy": result.test_accuracy, **({"latency_ms": latency} if latency is not None else {})}
         onnx_path = Path(export["paths"]["onnx"])
         extra = [Path(export["paths"][fmt]) for fmt in export["paths"] if fmt != "onnx"]
         extra.append(onnx_path.parent / "export_report.json")
-        number = register_model(tracker.client, name, onnx_path, arch=arch, classes=info.classes, metrics=metrics,
-                                input_example=images[:4].numpy(), test_split=split_id, extra_artifacts=extra,
-                                run_id=run_id, experiment=config.mlflow.experiment).version
+        version = register_model(client, name, onnx_path,
+                                 arch=arch, classes=inputs.info.classes, metrics=metrics,
+                                 input_example=inputs.images[:4].numpy(), test_split=inputs.split_id,
+                                 extra_artifacts=extra, run_id=run_id, experiment=config.mlflow.experiment)
         kill_run_at("register", config.out_dir)
-    else:  # registered before a kill: the alias may not have been set yet
-        number = str(version.version)
-        tracker.client.set_registered_model_alias(name, CANDIDATE, number)
-    tracker.client.set_terminated(run_id, "FINISHED")
-    return number
-
-
-def _promote(version: str, config: Config, tracker: Tracker, log_path: Path) -> PromotionDecision:
-    """The champion rule's decision on ``version``; one logged before a kill is finished, not taken again."""
-    name = config.mlflow.registered_model
-    logged = logged_decision(log_path, name, version)
-    if logged is not None:
-        apply_decision(tracker.client, logged)
-        return logged
-    return promote_if_better(tracker.client, name, version, budget_metric=config.budget.metric,
-                             budget_target=config.budget.target, budget_slack=config.mlflow.promote_budget_slack,
-                             min_gain=config.mlflow.promote_min_gain, log_path=log_path)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return version.version

@@ -1,18 +1,20 @@
 """``autospace``: the command-line entry point.
 
 Each area registers its own sub-commands; this module only wires them and turns
-the project's input errors into one ``error: ...`` line and exit status 2, and a
-run that cannot go on (:class:`~pipeline.errors.RunFailedError`) into one line and
-exit status 1.
+the project's input errors into one ``error: ...`` line and exit status 2, a run
+that cannot go on (:class:`~pipeline.errors.RunFailedError`) into one line and exit
+status 1, and a closed output pipe (``| head``) into a quiet exit with 141, as on SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from deploy import cli as deploy_cli
-from pipeline import cost_cli, run_cli
+from pipeline import cost_cli, run_cli, train_cli
 from pipeline.data import cli as data_cli
 from pipeline.quiet import quiet_third_party
 from pipeline.errors import RunFailedError
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(commands)
     cost_cli.register(commands)
     deploy_cli.register(commands)
+    train_cli.register(commands)
     _add_verbose(parser)
     return parser
 
@@ -53,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_third_party(args.verbose)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `autospace predict ... | head`: the reader has what it wanted; stop quietly, as on SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except USER_ERRORS as err:
         print(f"error: {_one_line(str(err))}", file=sys.stderr)
         return 2

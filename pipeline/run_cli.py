@@ -16,12 +16,14 @@ from pipeline.search_job import dataset_info, load_search_data, load_space, sear
 from pipeline.tables import arch_label, format_table, human
 from spaces.search import SearchResult, search
 
-__all__ = ["register", "config_from_args", "run_search"]
+__all__ = ["add_config_arguments", "register", "config_from_args", "run_search"]
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="YAML config; omit for the embedded defaults")
-    parser.add_argument("--out", type=Path, default=None, help="run directory (overrides out_dir)")
+def add_config_arguments(parser: argparse.ArgumentParser, out_help: str = "run directory (overrides out_dir)",
+                         config_help: str = "YAML config; omit for the embedded defaults") -> None:
+    """``--config``, ``--out`` and ``--set``, read by :func:`config_from_args`."""
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
+    parser.add_argument("--out", type=Path, default=None, help=out_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set search.epochs=2 (repeatable)")
 
@@ -33,7 +35,7 @@ def _add_wide(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     run_parser = subparsers.add_parser("run", help="evolve search spaces on Ray (the main job)")
-    _add_config_arguments(run_parser)
+    add_config_arguments(run_parser)
     _add_wide(run_parser)
     run_parser.set_defaults(func=run)
     resume_parser = subparsers.add_parser("resume", help="continue an interrupted run where it stopped")
@@ -49,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "schedule", help="run the whole pipeline on a cron schedule (foreground), never overlapping",
         description="Each run: evolve -> retrain -> export -> register -> promote if better, in "
                     "OUT/scheduled/<UTC stamp>; an interrupted run is resumed by the next tick. See docs/schedule.md.")
-    _add_config_arguments(schedule_parser)
+    add_config_arguments(schedule_parser)
     when = schedule_parser.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='cron expression in UTC, e.g. "0 3 * * *", "0 */6 * * mon-fri" or @daily')
     when.add_argument("--once", action="store_true", help="one scheduled run now (for cron/systemd/K8s)")
@@ -66,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search_parser = subparsers.add_parser(
         "search", help="one differentiable supernet search in this process",
         description="Search the configured space (or --space) once; resumes from OUT/search/checkpoint.pt.")
-    _add_config_arguments(search_parser)
+    add_config_arguments(search_parser)
     search_parser.add_argument("--space", type=Path, default=None, help="search-space YAML/JSON (overrides space.file)")
     _add_wide(search_parser)
     search_parser.set_defaults(func=run_search_command)

@@ -46,10 +46,12 @@ def format_generations(summary: dict[str, Any], wide: bool = False) -> str:
 
 
 def _format_front(summary: dict[str, Any], wide: bool) -> str:
-    rows = [[arch_label(p["arch"], wide), _resolution(p["arch"]), human(p["madds"]), human(p["params"]),
+    """The front in ``summary.json``'s order; ``#`` is the N of ``autospace train RUN_DIR:N``."""
+    rows = [[n, arch_label(p["arch"], wide), _resolution(p["arch"]), human(p["madds"]), human(p["params"]),
              fmt(p.get("predicted_latency_ms")), f"{p['val_accuracy']:.4f}",
-             "final" if p.get("final") else f"gen {p.get('generation', '-')}"] for p in summary["pareto_front"]]
-    return format_table(["Pareto front", "input", "MAdds", "params", "predicted ms", "val acc", "from"], rows)
+             "final" if p.get("final") else f"gen {p.get('generation', '-')}"]
+            for n, p in enumerate(summary["pareto_front"])]
+    return format_table(["#", "Pareto front", "input", "MAdds", "params", "predicted ms", "val acc", "from"], rows)
 
 
 def format_deploy(deploy: dict[str, Any] | None, wide: bool = False) -> str:
@@ -71,7 +73,8 @@ def format_deploy(deploy: dict[str, Any] | None, wide: bool = False) -> str:
 def format_run_summary(summary: dict[str, Any], out_dir: Path, wide: bool = False) -> str:
     """Everything ``autospace run`` / ``resume`` prints at the end, as one block of text."""
     best = summary["best"]
-    parts = [format_generations(summary, wide), "", _format_front(summary, wide), "",
+    parts = [format_generations(summary, wide), "", _format_front(summary, wide),
+             f"(retrain one of them: autospace train {out_dir}:#)", "",
              f"best arch {arch_label(best['arch'], wide)}: val acc {best['val_accuracy']:.4f}, "
              f"{human(best['madds'])} MAdds, {human(best['params'])} params, reward {best['reward']:.4f} "
              f"({best['from']})"]

@@ -21,7 +21,7 @@ RAY_AND_MLFLOW = ("ray", "mlflow")
 PIPELINE_BASE = ("pipeline.config", "pipeline.data", "pipeline.tracking", "pipeline.cluster", "pipeline.run_dir",
                  "pipeline.relocate", "pipeline.driver", "pipeline.placement")
 # the CLI: the only pipeline modules that may import deploy (they wire the deploy stage and its commands in)
-PIPELINE_TOP = ("pipeline.cli", "pipeline.run_cli")
+PIPELINE_TOP = ("pipeline.cli", "pipeline.run_cli", "pipeline.train_cli")
 
 
 def _within(module: str, prefixes: tuple[str, ...]) -> bool:

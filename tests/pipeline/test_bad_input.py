@@ -7,6 +7,7 @@ below) and a fragment the one error line must contain: the field or file at faul
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,14 @@ from tests.pipeline.finished_run import finished_run
 from tests.spaces.tiny_space import TINY_SPACE
 
 MISMATCHED_REFERENCE = "input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu head=cn_k1_c32_relu classes=4"
+TRAIN_ARCH = "input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu head=cn_k1_c32_relu classes=4"
+PAPER_MODELS = str(Path(__file__).resolve().parents[2] / "spaces" / "data" / "paper_models.json")
+
+
+def _torch_bytes(value: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
 def _space(**changes: object) -> str:
@@ -44,6 +53,12 @@ INPUT_FILES: dict[str, bytes] = {
     "huge.txt": b"x" * 2_000_000,
     "not_parquet.parquet": b"PAR1 but not really",
     "a_file": b"I am a file, not a directory",
+    "list.pt": _torch_bytes([1, 2, 3]),
+    "pickled.pt": _torch_bytes({"conv": Path("not a tensor")}),  # refused by weights_only, never unpickled
+    "no_arch.pt": _torch_bytes({"w": torch.zeros(2)}),
+    "front_run/config.yaml": b"{}\n",
+    "front_run/summary.json": json.dumps({"pareto_front": [{"arch": TRAIN_ARCH}]}).encode(),
+    "unfinished_run/config.yaml": b"{}\n",
 }
 
 Case = tuple[str, Callable[[Path, Path], list[str]], str]
@@ -85,6 +100,45 @@ def _run_like(command: str) -> list[Case]:
     ]
 
 
+def _train_cases() -> list[Case]:
+    """``train ARCH`` and ``export CHECKPOINT``: the source, the config and the data are checked first."""
+    def train(source: str, *extra: str) -> Callable[[Path, Path], list[str]]:
+        return lambda i, d: ["train", source.format(inputs=i), "--out", str(i.parent / "out"),
+                             "--set", f"data.path={d}", *(e.format(inputs=i) for e in extra)]
+
+    def export(name: str, *extra: str) -> Callable[[Path, Path], list[str]]:
+        return lambda i, d: ["export", str(i / name), "--out", str(i.parent / "out"), "--set", f"data.path={d}",
+                             *extra]
+
+    return [
+        ("train: neither file, string nor RUN:N", train("mobilenet"), "is neither an arch file, an arch string"),
+        ("train: RUN:N with a bad N", train("{inputs}/front_run:first"), "N in PATH:N must be a whole number"),
+        ("train: RUN:N of nothing", train("{inputs}/nope:0"), "is neither an arch file nor a run directory"),
+        ("train: RUN:N past the front", train("{inputs}/front_run:3"), "has 1 point(s), numbered from 0; got 3"),
+        ("train: RUN:N of an unfinished run", train("{inputs}/unfinished_run:0"), "has no summary.json yet"),
+        ("train: file with many models", train(PAPER_MODELS), "pick one with"),
+        ("train: FILE:N past its models", train(PAPER_MODELS + ":999"), "N must be below"),
+        ("train: classes differ from the data", train(PAPER_MODELS + ":0"), "classes but the data set"),
+        ("train: channels differ from the data", train(TRAIN_ARCH.replace("1x12", "3x12")),
+         "takes 3 input channels but the data set"),
+        ("train: broken arch string", train(TRAIN_ARCH.replace("ds_k3", "ds_k4")), "ds_k4"),
+        ("train: bad --set", train(TRAIN_ARCH, "--set", "retrain.epochs=0"), "retrain.epochs"),
+        ("train: empty lr range", train(TRAIN_ARCH, "--no-tune", "--set", "retrain.lr_range=[0, 0.1]"),
+         "low end must be > 0"),
+        ("train: no ONNX to register", train(TRAIN_ARCH, "--set", "export.formats=[torchscript]"),
+         "train registers the ONNX file"),
+        ("train: --out is a file", lambda i, d: ["train", TRAIN_ARCH, "--out", str(i / "a_file"),
+                                                 "--set", f"data.path={d}"], "a_file is a file, not a directory"),
+        ("export: missing checkpoint", export("nope.pt"), "nope.pt does not exist"),
+        ("export: not a torch file", export("a_file"), "a_file cannot be read as weights"),
+        ("export: pickled objects", export("pickled.pt"), "pickled.pt cannot be read as weights"),
+        ("export: a list", export("list.pt"), "holds a list that is not a state dict"),
+        ("export: no recorded arch", export("no_arch.pt"), "does not record its architecture"),
+        ("export: weights of another arch", export("no_arch.pt", "--arch", TRAIN_ARCH),
+         "does not hold weights of"),
+    ]
+
+
 CASES: list[Case] = [
     *_run_like("run"), *_run_like("search"), *_run_like("schedule"),
     ("run: reference outside the space",
@@ -111,6 +165,7 @@ CASES: list[Case] = [
      "bad section 'yyyy"),
     ("data info: missing file", lambda i, d: ["data", "info", str(i / "nope.parquet")], "does not exist"),
     ("data info: not Parquet", lambda i, d: ["data", "info", str(i / "not_parquet.parquet")], "not_parquet.parquet"),
+    *_train_cases(),
     ("promote: store that does not exist",
      lambda i, d: ["promote", "--tracking-uri", f"sqlite:///{i}/new/x.db", "--model", "m", "--version", "1"],
      "no MLflow store at"),
@@ -143,6 +198,7 @@ def inputs(tmp_path: Path) -> Path:
     folder = tmp_path / "inputs"
     folder.mkdir()
     for name, content in INPUT_FILES.items():
+        (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(content)
     return folder
 

@@ -52,6 +52,10 @@ def test_the_run_summary_fits_100_columns_with_ids_and_wide_has_the_strings(tmp_
     for line in text.splitlines():
         assert len(line.replace(str(tmp_path), "")) <= TABLE_WIDTH, line
     assert "v3" in text and "promoted" in text and "kept" in text and "0.2900" in text
+    front = text.split("\n\n")[1].splitlines()  # the # column numbers the points as `autospace train RUN:N` does
+    assert front[0].startswith("#  Pareto front") and [line.split()[:2] for line in front[2:4]] == \
+        [["0", arch_id(OTHER)], ["1", arch_id(LONG)]]
+    assert front[4] == f"(retrain one of them: autospace train {tmp_path}:#)"
     wide = format_run_summary(_summary(tmp_path), tmp_path, wide=True)
     assert wide.count(LONG) == 6 and arch_id(LONG) not in wide
 
@@ -145,3 +149,13 @@ def test_every_command_takes_verbose_after_its_name() -> None:
     assert {path for path, _ in found} >= {("run",), ("status",), ("report",), ("data", "import"), ("predict",)}
     for path, parser in found:
         assert any("--verbose" in action.option_strings for action in parser._actions), path
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # `autospace predict ... | head` on a large split: head exits after 10 lines and the pipe closes
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "cost", LONG], cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # before the command has written anything (it takes seconds to start)
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and stderr == ""  # 128 + SIGPIPE, as a Unix tool ends

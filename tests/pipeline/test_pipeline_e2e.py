@@ -171,6 +171,51 @@ def test_run_under_a_latency_budget_goes_all_the_way_to_a_served_champion(tiny_d
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     predictions = json.loads(predicted.stdout)
     assert len(predictions) == 80 and {p["class_name"] for p in predictions} <= {"a", "b", "c", "d"}
+    _readme_follow_ups_work_on(run_dir, tiny_dataset, client)
+
+
+README_RUN, README_DATA = "runs/quickstart", "~/.cache/autospace/fashion-mnist.parquet"
+
+
+def readme_follow_ups() -> list[str]:
+    """The ``autospace`` commands of the README block after "Then, for example:", continuation lines joined."""
+    text = (REPO / "README.md").read_text()
+    assert "Then, for example:\n\n```bash\n" in text, "the README's follow-up block moved; update this test"
+    block = text.split("Then, for example:\n\n```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.replace("\\\n", " ").splitlines() if line.startswith(".venv/bin/autospace ")]
+
+
+def _readme_follow_ups_work_on(run_dir: Path, data: Path, client: MlflowClient) -> None:
+    """Each follow-up as the README writes it (in bash, from the clone's root), on this run and its data."""
+    commands = {line.split()[1]: line for line in readme_follow_ups()}
+    assert set(commands) == {"status", "predict", "train"}, commands
+    assert all(README_RUN in line for line in commands.values()) and README_DATA in commands["predict"]
+
+    def shell(name: str) -> str:
+        line = commands[name].replace(README_RUN, str(run_dir)).replace(README_DATA, str(data))
+        done = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}, timeout=600)
+        assert done.returncode == 0 and "Traceback" not in done.stderr and "\nerror:" not in f"\n{done.stderr}", \
+            f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    champion = client.get_model_version_by_alias("autospace-model", "champion")
+    assert f"registry champion  autospace-model v{champion.version} (promoted" in shell("status")
+    rows = [line.split("\t") for line in shell("predict").splitlines()]
+    assert len(rows) == 10 and all(len(r) == 3 and r[1] in {"a", "b", "c", "d"} and 0 < float(r[2]) <= 1 for r in rows)
+
+    decisions = len((run_dir / "promotions.jsonl").read_text().splitlines())
+    printed = shell("train")  # the README's RUN_DIR:N: the run's config, registry and promotion log
+    [record_file] = (run_dir / "train").glob("*/train.json")
+    record = json.loads(record_file.read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert record["arch"] == summary["pareto_front"][0]["arch"] and len(record["retrain"]["history"]) == 8
+    assert record["registry"]["tracking_uri"] == f"sqlite:///{run_dir.resolve() / 'mlflow.db'}"
+    assert record["version"] != str(champion.version) and f"v{record['version']}" in printed
+    assert len((run_dir / "promotions.jsonl").read_text().splitlines()) == decisions + 1
+    now = client.get_model_version_by_alias("autospace-model", "champion").version
+    assert str(now) == (record["version"] if record["promotion"]["promoted"] else str(champion.version))
+    assert f"registry champion  autospace-model v{now} (" in shell("status")
 
 
 def _fail(process: subprocess.Popen, code: int, timeout: float = 900) -> str:
