@@ -230,9 +230,12 @@ def test_status_names_the_registry_champion_apart_from_the_best_arch(tmp_path: P
     run = Path(shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run", tmp_path / "r"))
     assert main(["status", str(run)]) == 0
     lines = _status_lines(capsys)
-    assert lines["phase"] == "finished" and lines["best arch"].startswith("55d90793")
-    # the quick-start promoted v1, then v2 (more accurate, cheaper): v2 holds the alias
-    assert lines["registry champion"].startswith("autospace-model v2 (promoted 2026-12-02T19:41:43")
+    best = json.loads((run / "summary.json").read_text())["best"]["arch"]
+    assert lines["phase"] == "finished" and lines["best arch"].startswith(arch_id(best))
+    # the quick-start promoted v1, then v2 (more accurate): v2 holds the alias
+    last = json.loads((run / "promotions.jsonl").read_text().splitlines()[-1])
+    assert last["version"] == "2" and last["promoted"]
+    assert lines["registry champion"].startswith(f"autospace-model v2 (promoted {last['time'][:19]}")
     assert main(["status", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["registry_champion"]["version"] == "2"
     kept = [json.loads(line) for line in (run / "promotions.jsonl").read_text().splitlines()]
