@@ -97,7 +97,6 @@ __all__ = [
     "logged_decision",
     "parse_model_uri",
     "promote_if_better",
-    "register",
     "register_model",
     "resolve_version",
     "test_split_id",

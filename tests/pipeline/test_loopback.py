@@ -8,7 +8,6 @@ listens on, read from ``/proc`` (no ``ss`` or psutil needed).
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import subprocess
 import sys
