@@ -23,9 +23,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.placement import read_placements
-from tests.pipeline.test_pipeline_e2e import REFERENCE
+from tests.pipeline.test_pipeline_e2e import _write_config
 from tests.ray_nodes import REPO, LocalRayCluster
-from tests.spaces.tiny_space import tiny_space
 
 pytestmark = pytest.mark.slow
 
@@ -43,20 +42,10 @@ def two_nodes() -> Iterator[LocalRayCluster]:
 
 
 def _config(tmp_path: Path, data: Path) -> Path:
-    space_file = tmp_path / "space.yaml"
-    tiny_space().save(space_file)
-    config = tmp_path / "config.yaml"
-    config.write_text(f"""
-out_dir: {tmp_path / 'run'}
-data: {{path: {data}}}
-space: {{file: {space_file}, reference: "{REFERENCE}"}}
-budget: {{metric: madds, target: 3.0e5}}
-search: {{epochs: {EPOCHS}, warmup_epochs: 1, batch_size: 32, finetune_epochs: 0}}
-evolution: {{generations: 2, spaces_per_generation: 2, population_per_layer: 4, cells_per_layer: 2}}
-ray: {{workers_per_trial: 1, cpus_per_worker: 1, max_failures: 1}}
-retrain: {{enabled: false}}
-""")
-    return config
+    """The e2e tests' tiny run, with 1 full CPU per worker (one trial per node) and one Train retry."""
+    return _write_config(tmp_path, data,
+                         search=f"{{epochs: {EPOCHS}, warmup_epochs: 1, batch_size: 32, finetune_epochs: 0}}",
+                         ray="{workers_per_trial: 1, cpus_per_worker: 1, max_failures: 1}")
 
 
 def _lost_search(gen_dir: Path, worker_node: str) -> Path | None:

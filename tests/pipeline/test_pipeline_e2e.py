@@ -30,7 +30,9 @@ REFERENCE = "input=1x12 stem=cn_k3_c8_relu stages=ds_k3_c8_relu_nores|ir_k3_s2_e
 
 
 def _write_config(tmp_path: Path, data: Path, generations: int = 2, deploy: bool = False,
-                  budget: str = "{metric: madds, target: 3.0e5}") -> Path:
+                  budget: str = "{metric: madds, target: 3.0e5}",
+                  search: str = "{epochs: 2, warmup_epochs: 1, batch_size: 64, finetune_epochs: 0}",
+                  ray: str = "{num_cpus: 2, workers_per_trial: 1, cpus_per_worker: 0.45}") -> Path:
     space_file = tmp_path / "space.yaml"
     tiny_space().save(space_file)
     config = tmp_path / "config.yaml"
@@ -39,9 +41,9 @@ out_dir: {tmp_path / 'run'}
 data: {{path: {data}}}
 space: {{file: {space_file}, reference: "{REFERENCE}"}}
 budget: {budget}
-search: {{epochs: 2, warmup_epochs: 1, batch_size: 64, finetune_epochs: 0}}
+search: {search}
 evolution: {{generations: {generations}, spaces_per_generation: 2, population_per_layer: 4, cells_per_layer: 2}}
-ray: {{num_cpus: 2, workers_per_trial: 1, cpus_per_worker: 0.45}}
+ray: {ray}
 retrain: {{enabled: {str(deploy).lower()}, top_k: 1, epochs: 2, tuning_trials: 2, tuning_epochs: 1, batch_size: 16}}
 """)
     return config
