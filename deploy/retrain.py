@@ -10,9 +10,10 @@ Method. For each architecture (:func:`retrain_front`):
    ASHA stops trials whose accuracy at a rung (epoch 1, 2, 4, ...) falls below
    the best ``1 / ASHA_REDUCTION_FACTOR`` seen at that rung so far.
 2. :func:`retrain`: a Ray Train ``TorchTrainer`` with ``retrain.workers`` gloo
-   workers trains ``ChildNet(arch)`` on train+val with the best configuration
-   (SGD, Nesterov momentum 0.9, cosine learning rate, label smoothing, weight
-   decay, random shifts), then measures test accuracy.
+   workers trains ``ChildNet(arch)`` on train+val with the best configuration and
+   the recipe of :mod:`deploy.recipe` (warm-up and cosine schedule, label smoothing,
+   shift / flip / erasing, EMA), within ``retrain.minutes`` if set, then measures
+   test accuracy.
 
 Why tuning trials are single-process. When Tune stops a Train-in-Tune trial
 early, that trial's Train workers keep their CPUs reserved and later trials hang
@@ -56,22 +57,22 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from optuna.samplers import TPESampler
 from ray import train, tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from deploy.augment import random_shift
+from deploy.recipe import Hyperparameters, Training
 from pipeline.cluster import ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
 from pipeline.config import Config, ConfigError
 from pipeline.data import load_dataset, read_info
 from pipeline.run_dir import write_json
 from spaces.arch import Arch
-from spaces.modules import ChildNet
 from spaces.atomic import write_atomically
 from spaces.errors import cut
 from spaces.search import CheckpointError
-from spaces.training import average_buffers, evaluate, recalibrate_bn, train_epoch
+from spaces.training import evaluate, recalibrate_bn, world
 from spaces.supernet import resize_input
 
 __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
@@ -80,31 +81,10 @@ __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningR
 logger = logging.getLogger(__name__)
 
 ASHA_REDUCTION_FACTOR = 2
-CHECKPOINT_FORMAT = "autospace-retrain-checkpoint/1"
+CHECKPOINT_FORMAT = "autospace-retrain-checkpoint/2"
 FAULT_ENV = "AUTOSPACE_RETRAIN_FAULT_EPOCH"
 METRIC = "val_accuracy"
 PRECISE_BN_IMAGES = 2048  # training images the final model's BN statistics are re-estimated on
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """What tuning chooses and final training uses."""
-
-    lr: float
-    weight_decay: float
-    label_smoothing: float
-    augmentation: float
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
-        """From a Tune config or JSON; extra keys are ignored, missing ones are a ValueError."""
-        missing = [name for name in cls.__dataclass_fields__ if name not in data]
-        if missing:
-            raise ValueError(f"hyper-parameters lack {', '.join(missing)}; got {sorted(data)}")
-        return cls(**{name: float(data[name]) for name in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -234,6 +214,7 @@ def _run_tuning(arch: Arch, config: Config, data_path: Path, storage: Path, spac
             scheduler=ASHAScheduler(metric=METRIC, mode="max", max_t=settings.tuning_epochs, grace_period=1,
                                     reduction_factor=ASHA_REDUCTION_FACTOR),
             num_samples=settings.tuning_trials - len(kept), max_concurrent_trials=config.ray.max_concurrent_trials,
+            time_budget_s=None if settings.tuning_minutes is None else settings.tuning_minutes * 60,
             reuse_actors=True),  # a finished or stopped trial's actor, torch imported, takes the next one
         run_config=tune.RunConfig(storage_path=str(storage), name="tune", verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0),
@@ -301,19 +282,21 @@ def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Pat
         _load_checkpoint(storage / "checkpoint.pt", run)  # a mismatch fails here, not inside a worker
     ensure_ray(config)
     workers = config.retrain.workers
-    worker_groups_that_fit("the final training", workers, config.ray.cpus_per_worker, "retrain.workers")
+    cpus, cpus_field = ((config.ray.cpus_per_worker, "ray.cpus_per_worker") if config.retrain.cpus_per_worker is None
+                        else (config.retrain.cpus_per_worker, "retrain.cpus_per_worker"))
+    worker_groups_that_fit("the final training", workers, cpus, "retrain.workers", cpus_field)
     trainer = torch_trainer(
         _retrain_worker,
         {"arch": arch.encode(), "hparams": hparams.to_dict(), "run": run, "config": config.model_dump(mode="json"),
          "data_path": str(Path(data_path).resolve()), "storage": str(storage),
          "fault_epoch": os.environ.get(FAULT_ENV)},
-        workers=workers, cpus_per_worker=config.ray.cpus_per_worker, storage=storage / "ray", name="retrain",
+        workers=workers, cpus_per_worker=cpus, storage=storage / "ray", name="retrain",
         max_failures=config.ray.max_failures)
     outcome = trainer.fit().return_value
     return RetrainResult(arch=arch.encode(), hparams=hparams.to_dict(), test_accuracy=outcome["test_accuracy"],
                          history=outcome["history"], wall_seconds=time.perf_counter() - start,
                          weights_path=str(storage / "weights.pt"), seed=config.retrain.seed,
-                         epochs=config.retrain.epochs, workers=workers)
+                         epochs=outcome["epochs"], workers=workers)
 
 
 def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: Path,
@@ -367,10 +350,15 @@ def untuned_hyperparameters(config: Config) -> Hyperparameters:
                            augmentation=sum(settings.augmentation_range) / 2)
 
 
+def _recipe(config: Config) -> dict[str, Any]:
+    """The retrain settings a result depends on: all but how many architectures and where they run."""
+    return config.retrain.model_dump(mode="json", exclude={"top_k", "workers", "cpus_per_worker"})
+
+
 def _settings_key(arch: Arch, config: Config) -> dict[str, Any]:
-    """Everything a finished tuning or training depends on (not ``top_k``, not the worker count)."""
+    """Everything a finished tuning or training depends on (not ``top_k``, not the workers or their CPUs)."""
     limits = {name: getattr(config.data, f"{name}_limit") for name in ("train", "val", "test")}
-    return {"arch": arch.encode(), "retrain": config.retrain.model_dump(mode="json", exclude={"top_k", "workers"}),
+    return {"arch": arch.encode(), "retrain": _recipe(config),
             "limits": limits}
 
 
@@ -394,66 +382,14 @@ def _splits(config: Config, data_path: Path, arch: Arch, *names: str) -> list[tu
     return [(resize_input(x, arch.input_size), y) for x, y in pairs]
 
 
-class _Training:
-    """One network's training state and epoch step, shared by tuning trials and final training."""
-
-    def __init__(self, arch: Arch, hparams: Hyperparameters, epochs: int, batch_size: int, seed: int,
-                 rank: int = 0) -> None:
-        torch.manual_seed(seed)
-        self.net = ChildNet(arch)
-        self.hparams, self.batch_size, self.seed, self.rank = hparams, batch_size, seed, rank
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=hparams.lr, momentum=0.9, nesterov=True,
-                                         weight_decay=hparams.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs)
-        self.order = torch.Generator().manual_seed(seed)  # the same on every rank: one global batch order
-        self.history: list[dict[str, float]] = []
-
-    @property
-    def epoch(self) -> int:
-        return len(self.history)
-
-    def run_epoch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One epoch; returns and records rank 0's mean (label-smoothed) loss, the learning rate and the time."""
-        start = time.perf_counter()
-        # Per (seed, epoch, rank): no augmentation state to checkpoint, and resuming reproduces it.
-        shifts = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.rank])
-                                                   .generate_state(1)[0]))
-        hp = self.hparams
-
-        def forward(batch: torch.Tensor) -> torch.Tensor:
-            return self.net(random_shift(batch, hp.augmentation, shifts))
-
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.net.train()
-        loss = train_epoch(forward, list(self.net.parameters()), self.optimizer, x, y, self.batch_size, self.order,
-                           label_smoothing=hp.label_smoothing)
-        average_buffers(self.net)  # BN statistics agree on every rank, so rank 0's checkpoint holds them all
-        self.schedule.step()
-        self.net.eval()
-        self.history.append({"epoch": self.epoch + 1, "train_loss": loss, "lr": lr,
-                             "seconds": time.perf_counter() - start})
-        return self.history[-1]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "order": self.order.get_state(), "history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.order.set_state(state["order"])
-        self.history = state["history"]
-
-
 def _tuning_trial(params: dict[str, Any], *, arch: str, config: dict, data_path: str) -> None:
     """Tune trial: train in this process on 1 CPU, report validation accuracy after every epoch."""
     torch.set_num_threads(1)
     settings = Config.model_validate(config)
     model = Arch.parse(arch)
     (x, y), (x_val, y_val) = _splits(settings, Path(data_path), model, "train", "val")
-    training = _Training(model, Hyperparameters.from_dict(params), settings.retrain.tuning_epochs,
-                         settings.retrain.batch_size, settings.retrain.seed)
+    training = Training(model, Hyperparameters.from_dict(params), settings.retrain, settings.retrain.tuning_epochs,
+                         _steps_per_epoch(len(x), settings.retrain.batch_size))
     for _ in range(settings.retrain.tuning_epochs):
         record = training.run_epoch(x, y)
         tune.report({METRIC: evaluate(training.net, x_val, y_val), "train_loss": record["train_loss"]})
@@ -471,31 +407,54 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = _splits(config, Path(loop_config["data_path"]), arch,
                                                                    "train", "val", "test")
     x, y = torch.cat([x_train, x_val]), torch.cat([y_train, y_val])
-    training = _Training(arch, hparams, settings.epochs, settings.batch_size, settings.seed, rank)
+    training = Training(arch, hparams, settings, settings.epochs, _steps_per_epoch(len(x), settings.batch_size), rank)
     run = loop_config["run"]
     checkpoint = storage / "checkpoint.pt"
     if checkpoint.exists():
         training.load_state_dict(_load_checkpoint(checkpoint, run))
-    while training.epoch < settings.epochs:
+    while training.epoch < training.epochs:
         training.run_epoch(x, y)
+        if training.epoch == 1 and settings.minutes is not None:
+            training.epochs = _epochs_within(settings.minutes, settings.epochs, training.history[0]["seconds"])
         if rank == 0:
             state = {"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}
             write_atomically(checkpoint, lambda temp: torch.save(state, temp))
             if loop_config["fault_epoch"] == str(training.epoch):
                 fail_once(storage / "fault-injected")
     # Precise BN: statistics of the final weights, not a running average over the last epochs' weights.
-    recalibrate_bn(training.net, x[:PRECISE_BN_IMAGES])
-    test_accuracy = evaluate(training.net, x_test, y_test)
+    net = training.final_net()
+    recalibrate_bn(net, x[:PRECISE_BN_IMAGES])
+    test_accuracy = evaluate(net, x_test, y_test)
     if rank != 0:
         return None
-    write_atomically(storage / "weights.pt", lambda temp: torch.save(training.net.state_dict(), temp))
-    return {"test_accuracy": test_accuracy, "history": training.history}
+    write_atomically(storage / "weights.pt", lambda temp: torch.save(net.state_dict(), temp))
+    return {"test_accuracy": test_accuracy, "history": training.history, "epochs": training.epochs}
+
+
+def _steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of :func:`spaces.training.batches` (the last partial batch is dropped)."""
+    return images // min(batch_size, images)
+
+
+def _epochs_within(minutes: float, epochs: int, first_epoch_seconds: float) -> int:
+    """The epochs (at most ``epochs``, at least the one done) that fit in ``minutes`` at the first epoch's pace.
+
+    Data-parallel ranks time their own epoch; the slowest decides, so every rank plans the same schedule.
+    """
+    seconds = torch.tensor([first_epoch_seconds], dtype=torch.float64)
+    if world()[1] > 1:
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+    fit = max(1, min(epochs, int(minutes * 60 // seconds.item())))
+    if fit < epochs:
+        logger.warning("final training: %d of %d epochs fit in retrain.minutes=%g at %.0f s per epoch", fit, epochs,
+                       minutes, seconds.item())
+    return fit
 
 
 def _run_key(arch: Arch, hparams: Hyperparameters, config: Config) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (the worker count may change)."""
-    return {"arch": arch.encode(), "hparams": hparams.to_dict(), "epochs": config.retrain.epochs,
-            "batch_size": config.retrain.batch_size, "seed": config.retrain.seed,
+    return {"arch": arch.encode(), "hparams": hparams.to_dict(),
+            "retrain": _recipe(config),
             "train_limit": config.data.train_limit, "val_limit": config.data.val_limit}
 
 

@@ -94,18 +94,19 @@ def _count(n: float, noun: str) -> str:
     return f"{n:g} {noun}{'' if n == 1 else 's'}"
 
 
-def worker_groups_that_fit(job: str, workers: int, cpus_per_worker: float, workers_field: str) -> int:
+def worker_groups_that_fit(job: str, workers: int, cpus_per_worker: float, workers_field: str,
+                           cpus_field: str = "ray.cpus_per_worker") -> int:
     """How many groups of ``workers`` x ``cpus_per_worker`` CPUs the Ray cluster holds at once.
 
     Raises:
         ConfigError: not even one group fits (its placement group would wait forever);
-            the message names the ``job``, ``workers_field`` and ``ray.cpus_per_worker``.
+            the message names the ``job``, ``workers_field`` and ``cpus_field``.
     """
     per_group = workers * cpus_per_worker
     total = ray.cluster_resources().get("CPU", 0.0)
     fitting = math.floor(total / per_group + 1e-9)
     if fitting < 1:
-        raise ConfigError(f"{job} needs {workers_field} x ray.cpus_per_worker = {workers} x {cpus_per_worker} = "
+        raise ConfigError(f"{job} needs {workers_field} x {cpus_field} = {workers} x {cpus_per_worker} = "
                           f"{per_group:g} CPUs but the Ray cluster has {total:g}; lower either setting")
     return fitting
 

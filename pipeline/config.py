@@ -52,6 +52,10 @@ class DataConfig(_Section):
     train_limit: int | None = Field(None, ge=1, description="use at most this many training images (seeded)")
     val_limit: int | None = Field(None, ge=1, description="use at most this many validation images (seeded)")
     test_limit: int | None = Field(None, ge=1, description="use at most this many test images (seeded)")
+    search_train_limit: int | None = Field(None, ge=1, description="the searches' proxy subset of the training "
+                                           "images (seeded); null = train_limit")
+    search_val_limit: int | None = Field(None, ge=1, description="the searches' subset of the validation images; "
+                                         "null = val_limit")
 
 
 class SpaceConfig(_Section):
@@ -157,10 +161,21 @@ class RetrainConfig(_Section):
     tuning_epochs: int = Field(3, ge=1, description="epochs of one tuning trial (ASHA's max_t)")
     batch_size: int = Field(128, ge=1)
     workers: int = Field(1, ge=1, description="Ray Train data-parallel workers of the final training")
+    cpus_per_worker: float | None = Field(None, gt=0, description="CPUs (torch threads) of each final-training "
+                                          "worker; null = ray.cpus_per_worker")
     lr_range: tuple[float, float] = (0.01, 0.2)
     weight_decay_range: tuple[float, float] = (1e-5, 1e-3)
     label_smoothing_range: tuple[float, float] = (0.0, 0.2)
     augmentation_range: tuple[float, float] = Field((0.0, 0.3), description="random-shift strength (share of size)")
+    flip_probability: float = Field(0.0, ge=0, le=1, description="horizontal flips (0 for digits and text)")
+    erasing_probability: float = Field(0.0, ge=0, le=1, description="random erasing of one rectangle per image")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warm-up before the cosine decay")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="per-step EMA of the weights, which become the final "
+                             "model; 0 = off")
+    minutes: float | None = Field(None, gt=0, description="wall-time budget of one final training: the epochs "
+                                  "are cut to what fits, timed on the first; null = no limit")
+    tuning_minutes: float | None = Field(None, gt=0, description="wall-time budget of one architecture's tuning "
+                                         "(Tune's time_budget_s); null = no limit")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -51,11 +51,19 @@ def _configured_space(path: Path | None) -> SearchSpace:
 
 
 def load_search_data(config: Config, path: Path) -> SearchData:
-    """Train and val tensors, limited (seeded) as the config asks."""
+    """Train and val tensors, limited (seeded) as the config asks: the searches' proxy subset where one is set."""
     dataset = load_dataset(path)
-    x_train, y_train = dataset.split("train", limit=config.data.train_limit, seed=config.search.seed)
-    x_val, y_val = dataset.split("val", limit=config.data.val_limit, seed=config.search.seed)
+    data = config.data
+    x_train, y_train = dataset.split("train", limit=_smaller(data.train_limit, data.search_train_limit),
+                                     seed=config.search.seed)
+    x_val, y_val = dataset.split("val", limit=_smaller(data.val_limit, data.search_val_limit), seed=config.search.seed)
     return SearchData(x_train, y_train, x_val, y_val)
+
+
+def _smaller(limit: int | None, search_limit: int | None) -> int | None:
+    """The tighter of two optional limits (a search never sees more images than the run's limit allows)."""
+    limits = [n for n in (limit, search_limit) if n is not None]
+    return min(limits) if limits else None
 
 
 def search_settings(config: Config) -> SearchSettings:

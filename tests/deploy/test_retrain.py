@@ -1,4 +1,4 @@
-"""Retraining end to end on a real local Ray: ASHA tuning, Ray Train final training, resume, augmentation."""
+"""Retraining end to end on a real local Ray: ASHA tuning, Ray Train final training with the recipe, resume."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from ray.train import TrainingFailedError
 
-from deploy.augment import max_shift, random_shift
 from deploy.retrain import (FAULT_ENV, Hyperparameters, RetrainResult, retrain, retrain_front,
                             tune_hyperparameters)
 from pipeline.config import Config, ConfigError, load_config
@@ -41,28 +40,6 @@ def wait_for_free_cpus(timeout: float = 5.0) -> float:
     while (free := ray.available_resources().get("CPU", 0.0)) < total and time.monotonic() < deadline:
         time.sleep(0.2)
     return free
-
-
-def test_random_shift_is_bounded_and_deterministic_for_a_seed() -> None:
-    x = torch.zeros(64, 1, 12, 12)
-    x[:, 0, 6, 5] = 1.0  # one bright pixel per image: its new place is the shift
-    shifted = random_shift(x, 0.25, torch.Generator().manual_seed(3))
-    assert max_shift(0.25, 12) == 3
-    assert torch.equal(shifted, random_shift(x, 0.25, torch.Generator().manual_seed(3)))
-    assert not torch.equal(shifted, random_shift(x, 0.25, torch.Generator().manual_seed(4)))
-    rows, cols = (shifted[:, 0].flatten(1).argmax(1) // 12) - 6, (shifted[:, 0].flatten(1).argmax(1) % 12) - 5
-    assert shifted.sum((1, 2, 3)).eq(1).all()  # moved, not lost or smeared
-    assert rows.abs().max() <= 3 and cols.abs().max() <= 3
-    assert rows.abs().max() == 3 and (rows != 0).any() and (cols != 0).any()  # 64 draws cover the range
-    assert torch.equal(random_shift(x, 0.05, torch.Generator()), x)  # 0.05 x 12 < 1 pixel: unchanged
-    with pytest.raises(ValueError, match="strength must be >= 0"):
-        random_shift(x, -0.1, torch.Generator())
-
-
-def test_shifted_in_pixels_are_zero() -> None:
-    shifted = random_shift(torch.ones(32, 2, 8, 8), 0.5, torch.Generator().manual_seed(0))
-    kept = shifted.sum((1, 2, 3)) / 2  # pixels of each image still from inside the original
-    assert (kept < 64).any() and shifted.unique().tolist() == [0.0, 1.0]
 
 
 def test_bad_inputs_are_named(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -124,9 +101,14 @@ def test_an_interrupted_tuning_keeps_its_finished_trials(ray_cluster: dict[str, 
 @pytest.fixture(scope="module")
 def front(ray_cluster: dict[str, float], tiny_dataset: Path,
           tmp_path_factory: pytest.TempPathFactory) -> tuple[RetrainResult, Path, Config]:
-    """One tuned (2 quick trials) and retrained (2 workers) architecture, shared by the tests below."""
+    """One tuned (2 quick trials) and retrained (2 workers) architecture, shared by the tests below.
+
+    The whole recipe is on (warm-up, flips, erasing, EMA), so the resume test covers its state too.
+    """
     storage = tmp_path_factory.mktemp("front")
-    config = tiny_config(tiny_dataset, "retrain.tuning_trials=2", "retrain.tuning_epochs=1", "retrain.workers=2")
+    config = tiny_config(tiny_dataset, "retrain.tuning_trials=2", "retrain.tuning_epochs=1", "retrain.workers=2",
+                         "retrain.warmup_epochs=1", "retrain.flip_probability=0.5",
+                         "retrain.erasing_probability=0.3", "retrain.ema_decay=0.8")
     [result] = retrain_front([ARCH], config, tiny_dataset, storage)
     return result, storage, config
 
