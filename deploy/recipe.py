@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from deploy.augment import Augmentation
 from pipeline.config import RetrainConfig
@@ -26,7 +26,22 @@ from spaces.arch import Arch
 from spaces.modules import ChildNet
 from spaces.training import average_buffers, train_epoch
 
-__all__ = ["Hyperparameters", "Training"]
+__all__ = ["Hyperparameters", "Training", "warm_ema"]
+
+EMA_WARMUP = 10  # the EMA's decay is (1 + n) / (EMA_WARMUP + n) after n updates until that exceeds the set decay
+
+
+def warm_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """An EMA update for ``AveragedModel`` whose decay ramps up to ``decay`` (TensorFlow's ``num_updates``).
+
+    A fixed 0.999 averages over ~1000 steps, so a short training would ship weights close to
+    its random initialisation; with the ramp the average follows the weights early on.
+    """
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], count: torch.Tensor) -> None:
+        n = float(count)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (EMA_WARMUP + n)))
+
+    return update
 
 
 @dataclass(frozen=True)
@@ -69,8 +84,7 @@ class Training:
         self.optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": hparams.weight_decay},
                                           {"params": plain, "weight_decay": 0.0}],
                                          lr=hparams.lr, momentum=0.9, nesterov=True)
-        self.ema = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay))
-                    if recipe.ema_decay else None)
+        self.ema = AveragedModel(self.net, multi_avg_fn=warm_ema(recipe.ema_decay)) if recipe.ema_decay else None
         self.order = torch.Generator().manual_seed(recipe.seed)  # the same on every rank: one global batch order
         self.history: list[dict[str, float]] = []
         self.steps = 0

@@ -157,9 +157,18 @@ class Evolution:
     # ---- one generation ----------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        s = self.settings
-        over_time = s.wall_time_minutes is not None and self.elapsed_seconds >= 60 * s.wall_time_minutes
-        return self.generation >= s.generations or over_time
+        return self.generation >= self.settings.generations or self._next_generation_overruns()
+
+    def _next_generation_overruns(self) -> bool:
+        """Whether one more generation, at the mean pace so far, would end past ``wall_time_minutes``.
+
+        A budget, not a deadline to overshoot by a generation: on a slower machine the run
+        evolves fewer generations and still ends in time.
+        """
+        budget = self.settings.wall_time_minutes
+        if budget is None or self.generation == 0:
+            return False
+        return self.elapsed_seconds * (self.generation + 1) / self.generation > 60 * budget
 
     def _rng(self) -> random.Random:
         rng = random.Random()

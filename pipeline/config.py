@@ -119,7 +119,8 @@ class EvolutionConfig(_Section):
     elite: int = Field(1, ge=0, description="best spaces carried over unchanged")
     replace_fraction: float = Field(0.25, ge=0, le=1, description="worst cells replaced by mutants per generation")
     fitness_momentum: float = Field(0.5, ge=0, le=1, description="moving-average weight of a cell's old fitness")
-    wall_time_minutes: float | None = Field(None, gt=0, description="stop after this long (whole generations)")
+    wall_time_minutes: float | None = Field(None, gt=0, description="budget: no generation starts that would "
+                                             "end past it at the mean pace so far")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -249,6 +249,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         warm_started = net.load_cell_weights(warm_start.weights) if warm_start.weights else 0
         if warm_start.cell_logits is not None:
             net.set_cell_logits(warm_start.cell_logits)
+    net.to(memory_format=torch.channels_last)  # 1.3-1.7x faster single-path steps on CPU (docs/search.md)
     pricing = _Pricing(net, settings.budget_metric, latency_table)
     weights, arch_params = net.weight_parameters(), net.arch_parameters()
     w_opt = torch.optim.SGD(weights, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
@@ -358,6 +359,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
 def finetune_and_validate(child: nn.Module, arch: Arch, data: SearchData, settings: SearchSettings) -> float:
     """Fine-tune the inherited child briefly, re-estimate its BN statistics, then its validation accuracy."""
     x_train, x_val = resize_input(data.x_train, arch.input_size), resize_input(data.x_val, arch.input_size)
+    child.to(memory_format=torch.channels_last)
     params = list(child.parameters())
     optimizer = torch.optim.SGD(params, lr=settings.lr * 0.2, momentum=0.9, weight_decay=settings.weight_decay)
     order = torch.Generator().manual_seed(settings.seed + 4)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from deploy.recipe import Hyperparameters, Training
+from deploy.recipe import Hyperparameters, Training, warm_ema
 from deploy.retrain import _epochs_within
 from pipeline.config import load_config
 from spaces.arch import Arch
@@ -57,6 +57,15 @@ def test_the_ema_is_the_final_model_and_lags_the_trained_weights() -> None:
         assert (ema - trained).norm() < (first - trained).norm()
     no_ema = training()
     assert no_ema.final_net() is no_ema.net
+
+
+def test_the_ema_decay_ramps_up_to_the_set_value() -> None:
+    averaged, update = [torch.zeros(3)], warm_ema(0.99)
+    update(averaged, [torch.ones(3)], torch.tensor(0))  # first update: decay 1/10, mostly the new weights
+    assert torch.allclose(averaged[0], torch.full((3,), 0.9))
+    averaged = [torch.zeros(3)]
+    update(averaged, [torch.ones(3)], torch.tensor(10_000))  # late: the set decay
+    assert torch.allclose(averaged[0], torch.full((3,), 0.01))
 
 
 def test_a_restored_state_continues_exactly_as_the_uninterrupted_run() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-import torch.nn.functional as F
 from ray.train import TrainingFailedError
 
 from deploy.retrain import (FAULT_ENV, Hyperparameters, RetrainResult, retrain, retrain_front,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -200,6 +201,16 @@ def test_resume_from_saved_state_is_exact(tmp_path: Path) -> None:
         {**h, "wall_seconds": 0} for h in d["history"]]}, sort_keys=True)
     assert drop_time(resumed.to_dict()) == drop_time(straight.to_dict())
     assert drop_time(Evolution.load(path).to_dict()) == drop_time(straight.to_dict())
+
+
+def test_the_wall_time_budget_stops_before_a_generation_that_would_not_fit() -> None:
+    timed = dataclasses.replace(SETTINGS, generations=10, wall_time_minutes=10)
+    evo = Evolution.start(default_space(), REFERENCE, timed)
+    assert not evo.done  # nothing measured yet: the first generation always runs
+    evo.update(spaces := evo.propose(), favour_kernel_5(spaces), wall_seconds=240)
+    assert not evo.done  # 4 min done, a second at that pace ends at 8 <= 10
+    evo.update(spaces := evo.propose(), favour_kernel_5(spaces), wall_seconds=240)
+    assert evo.done and evo.generation == 2  # a third would end at 12 > 10 minutes
 
 
 def test_corrupt_state_is_reported(tmp_path: Path) -> None:
