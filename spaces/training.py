@@ -97,7 +97,7 @@ def train_epoch(model: Callable[[torch.Tensor], torch.Tensor], params: list[nn.P
     return sum(losses) / max(len(losses), 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all, not just no graph
 def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 512) -> float:
     """Accuracy over all ranks' shards (each rank evaluates its slice, counts are summed)."""
