@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evolve.cells import VOCABULARY_SIZE, mutate_cell, random_cell
-from evolve.fitness import MUTANT_PRIOR_SHRINK, average_evidence, cell_evidence, moving_average, space_reward, space_score
+from evolve.fitness import (MUTANT_PRIOR_SHRINK, average_evidence, cell_evidence, moving_average, space_reward,
+                            space_score)
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
 from spaces.atomic import write_text_atomically

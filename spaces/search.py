@@ -54,8 +54,8 @@ from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, Spa
 from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, recalibrate_bn,
                              train_epoch, world)
 
-__all__ = ["DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart", "choice_entropy",
-           "cost_aware_loss", "search"]
+__all__ = ["DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart",
+           "choice_entropy", "cost_aware_loss", "read_checkpoint", "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 DERIVED_FIELDS = ("arch", "val_accuracy", "madds", "params", "predicted_latency_ms")
@@ -222,20 +222,33 @@ def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettin
     return ce + settings.cost_lambda * F.relu(cost / settings.target - 1)
 
 
-def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
+def read_checkpoint(path: Path, kind: str, restart: str, matches: Callable[[dict], bool],
+                    mismatch: Callable[[dict], str]) -> dict:
+    """A ``kind`` checkpoint (a dict, read with ``weights_only``) that ``matches`` what resumes from it.
+
+    Raises:
+        CheckpointError: the file is unreadable, not a checkpoint dict, or another run's
+            (``mismatch(state)`` says whose); the message says to delete it to ``restart``.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or foreign file: say which and what to do
-        raise CheckpointError(f"search checkpoint {path} cannot be read ({err}); delete it to start the search over") \
-            from None
+        raise CheckpointError(f"{kind} checkpoint {path} cannot be read ({err}); delete it to {restart}") from None
     if not isinstance(state, dict):  # weights_only loads plain lists and tensors too
-        raise CheckpointError(f"search checkpoint {path} holds a {type(state).__name__}, not a search checkpoint; "
-                              "delete it to start the search over")
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("space") != space.to_dict() \
-            or state.get("supernet") != supernet:
-        raise CheckpointError(f"search checkpoint {path} belongs to another format, search space or supernet; "
-                         "delete it or point the search at a fresh directory")
+        raise CheckpointError(f"{kind} checkpoint {path} holds a {type(state).__name__}, not a {kind} checkpoint; "
+                              f"delete it to {restart}")
+    if not matches(state):
+        raise CheckpointError(f"{kind} checkpoint {path} {mismatch(state)}")
     return state
+
+
+def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
+    return read_checkpoint(
+        path, "search", "start the search over",
+        lambda state: (state.get("format") == CHECKPOINT_FORMAT and state.get("space") == space.to_dict()
+                       and state.get("supernet") == supernet),
+        lambda state: "belongs to another format, search space or supernet; delete it or point the search at a "
+                      "fresh directory")
 
 
 class _Pricing:
