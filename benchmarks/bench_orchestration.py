@@ -65,7 +65,7 @@ def main() -> None:
             total = time.perf_counter() - start
         if not evaluation.ok:
             raise SystemExit(f"trial failed: {evaluation.error}")
-        inner = evaluation.result["wall_seconds"]
+        inner = evaluation.result.wall_seconds
         timings[workers] = inner
         rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{inner:.1f}",
                      f"{samples / inner:.0f}", f"{100 * (total - direct_s) / direct_s:+.0f}%"])

@@ -81,6 +81,7 @@ from deploy.errors import RegistryError
 from pipeline.tracking import KIND, KIND_TAG
 from spaces.onnx_session import load_onnx_session
 from spaces.arch import Arch
+from spaces.budget import COST_TAGS
 from spaces.cost import arch_cost
 
 __all__ = [
@@ -108,8 +109,6 @@ CHAMPION = "champion"
 METADATA_FILE = "autospace.json"
 METADATA_FORMAT = "autospace-registered-model/1"
 PIP_REQUIREMENTS = ["onnxruntime", "numpy"]
-COST_TAGS = {"madds": "madds", "params": "params", "latency": "latency_ms"}
-"""Budget metric (``BudgetConfig.metric``) -> the version tag holding that cost; the tag names are accepted too."""
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # a missing alias is the latter
 _GAIN_TOLERANCE = 1e-9  # accuracies are ratios of counts; keep 0.85 - 0.84 >= 0.01 true
 LOCK_SUFFIX = ".promotion-lock"

@@ -71,7 +71,7 @@ from pipeline.run_dir import write_json
 from spaces.arch import Arch
 from spaces.atomic import write_atomically
 from spaces.errors import cut
-from spaces.search import CheckpointError
+from spaces.search import read_checkpoint
 from spaces.training import evaluate, recalibrate_bn, world
 from spaces.supernet import resize_input
 
@@ -459,15 +459,7 @@ def _run_key(arch: Arch, hparams: Hyperparameters, config: Config) -> dict[str, 
 
 
 def _load_checkpoint(path: Path, run: dict[str, Any]) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt or foreign file: say which and what to do
-        raise CheckpointError(f"retrain checkpoint {path} cannot be read ({err}); delete it to train from scratch") \
-            from None
-    if not isinstance(state, dict):  # weights_only loads plain lists and tensors too
-        raise CheckpointError(f"retrain checkpoint {path} holds a {type(state).__name__}, not a retrain checkpoint; "
-                              "delete it to train from scratch")
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("run") != run:
-        raise CheckpointError(f"retrain checkpoint {path} belongs to another architecture or settings "
-                              f"({state.get('run')}); delete it or use a fresh storage directory")
-    return state
+    return read_checkpoint(path, "retrain", "train from scratch",
+                           lambda state: state.get("format") == CHECKPOINT_FORMAT and state.get("run") == run,
+                           lambda state: f"belongs to another architecture or settings ({state.get('run')}); "
+                                         "delete it or use a fresh storage directory")

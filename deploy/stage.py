@@ -40,6 +40,7 @@ from pipeline.data import DatasetInfo, load_dataset, read_info
 from pipeline.run_dir import PROMOTIONS, kill_run_at, write_json
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
+from spaces.budget import COST_TAGS, measured_latency
 from spaces.modules import ChildNet
 from spaces.errors import cut
 from spaces.search import CheckpointError
@@ -206,8 +207,9 @@ def _register(result: RetrainResult, export: dict[str, Any], inputs: DeployInput
         return str(registered.version)
     try:
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in result.hparams.items()])
-        latency = export["latency_ms"].get(config.budget.latency_runtime, {}).get("1")  # what the budget prices
-        metrics = {"test_accuracy": result.test_accuracy, **({"latency_ms": latency} if latency is not None else {})}
+        latency = measured_latency(export["latency_ms"], config.budget.latency_runtime)  # what the budget prices
+        metrics = {"test_accuracy": result.test_accuracy,
+                   **({COST_TAGS["latency"]: latency} if latency is not None else {})}
         onnx_path = Path(export["paths"]["onnx"])
         extra = [Path(export["paths"][fmt]) for fmt in export["paths"] if fmt != "onnx"]
         extra.append(onnx_path.parent / "export_report.json")

@@ -22,15 +22,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
+from spaces.search import SearchResult
 from spaces.space import SKIP, SearchSpace
 
-__all__ = ["COST_KEYS", "MUTANT_PRIOR_SHRINK", "SpaceScore", "average_evidence", "cell_evidence", "moving_average",
-           "result_cost", "space_reward", "space_score"]
-
-COST_KEYS = {"madds": "madds", "params": "params", "latency": "predicted_latency_ms"}
-"""Budget metric -> the key of a search result holding its derived architecture's cost on that metric."""
+__all__ = ["MUTANT_PRIOR_SHRINK", "SpaceScore", "average_evidence", "cell_evidence", "moving_average",
+           "space_reward", "space_score"]
 
 MUTANT_PRIOR_SHRINK = 0.5
 
@@ -44,12 +41,12 @@ class SpaceScore:
     architectures: int
 
 
-def cell_evidence(space: SearchSpace, result: dict[str, Any]) -> dict[tuple[int, int, str], float]:
+def cell_evidence(space: SearchSpace, result: SearchResult) -> dict[tuple[int, int, str], float]:
     """Evidence per (stage, layer, cell) from one search's accuracy effects; ``skip`` and cells the
     search never drew are left out."""
-    effects = (result.get("cell_effects") or {}).get("effects")
-    if effects is None:
+    if result.cell_effects is None:
         raise ValueError("the search result has no cell_effects: run the search with evidence_samples > 0")
+    effects = result.cell_effects.effects
     evidence: dict[tuple[int, int, str], float] = {}
     for s, (stage, layers) in enumerate(zip(space.stages, effects)):
         for i, values in enumerate(layers):
@@ -75,36 +72,25 @@ def moving_average(old: float, new: float, momentum: float, first: bool) -> floa
     return new if first else momentum * old + (1 - momentum) * new
 
 
-def result_cost(result: dict[str, Any], metric: str) -> float:
-    """The derived architecture's cost on the budget metric (latency: the table's prediction, ms)."""
-    if metric not in COST_KEYS:
-        raise ValueError(f"budget metric {metric!r} is not one of {', '.join(COST_KEYS)}")
-    cost = result.get(COST_KEYS[metric])
-    if cost is None:
-        raise ValueError(f"the search result lacks {COST_KEYS[metric]!r}, so its {metric} budget is unknown "
-                         "(latency: predict the derived arch with the run's latency table first)")
-    return float(cost)
-
-
 def space_reward(accuracy: float, cost: float, target: float, exponent: float) -> float:
     """MnasNet reward with a soft ceiling: no penalty at or below the target."""
     return accuracy * (cost / target) ** exponent if cost > target else accuracy
 
 
-def space_score(result: dict[str, Any], metric: str, target: float, exponent: float) -> SpaceScore:
+def space_score(result: SearchResult, metric: str, target: float, exponent: float) -> SpaceScore:
     """The reward of a searched space over its ranked candidates (module docstring), with its standard error.
 
     A search that ranked none (nothing fit, or ranking was off) is scored by its derived
     architecture alone, with the binomial error of its validation accuracy.
     """
-    images = max(int(result.get("val_images") or 0), 1)
-    scored = [c for c in result.get("candidates", []) if c.get("accuracy") is not None]
+    images = max(result.val_images, 1)
+    scored = [c for c in result.candidates if c.accuracy is not None]
     if not scored:
-        accuracy = float(result["val_accuracy"])
-        reward = space_reward(accuracy, result_cost(result, metric), target, exponent)
+        accuracy = float(result.val_accuracy)
+        reward = space_reward(accuracy, result.cost_on(metric), target, exponent)
         return SpaceScore(reward, math.sqrt(accuracy * (1 - accuracy) / images), 1)
-    rewards = [space_reward(c["accuracy"], c["cost"], target, exponent) for c in scored]
+    rewards = [space_reward(c.accuracy, c.cost, target, exponent) for c in scored]
     mean = sum(rewards) / len(rewards)
     spread = sum((r - mean) ** 2 for r in rewards) / (len(rewards) - 1) if len(rewards) > 1 else 0.0
-    accuracy = sum(c["accuracy"] for c in scored) / len(scored)
+    accuracy = sum(c.accuracy for c in scored) / len(scored)
     return SpaceScore(mean, math.sqrt(spread / len(rewards) + accuracy * (1 - accuracy) / images), len(rewards))

@@ -33,11 +33,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evolve.cells import VOCABULARY_SIZE, mutate_cell, random_cell
-from evolve.fitness import MUTANT_PRIOR_SHRINK, average_evidence, cell_evidence, moving_average, space_score
+from evolve.fitness import (MUTANT_PRIOR_SHRINK, average_evidence, cell_evidence, moving_average, space_reward,
+                            space_score)
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
 from spaces.atomic import write_text_atomically
+from spaces.budget import recorded_cost
 from spaces.cost import arch_cost
+from spaces.search import DERIVED_FIELDS, SearchResult
 from spaces.space import SKIP, SearchSpace
 
 __all__ = ["EvolutionSettings", "CellRecord", "Evolution", "Evaluator", "STATE_FORMAT"]
@@ -46,8 +49,8 @@ STATE_FORMAT = "autospace-evolution/2"
 EFFECT_PER_LOGIT = 0.02  # a cell 2 accuracy points better than its neighbours starts one logit ahead
 MAX_PRIOR_LOGIT = 2.0  # ... and never more than this: the search must still be able to change its mind
 COST_RANGE_SAMPLES = 200  # uniform members priced for the cost range a space spans
-Evaluator = Callable[[list[SearchSpace]], Sequence[dict[str, Any] | None]]
-"""Scores candidate spaces: per space a search result dict (``SearchResult.to_dict()``) or None if it failed."""
+Evaluator = Callable[[list[SearchSpace]], Sequence[SearchResult | None]]
+"""Scores candidate spaces: per space its search's result, or None if the search failed."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Evolution:
     settings: EvolutionSettings
     populations: list[list[list[CellRecord]]]
     generation: int = 0
-    # {"space", "reward" (mean of "rewards"), "rewards", "se", "result", "generation"}
+    # {"space", "reward" (mean of "rewards"), "rewards", "se", "result" (SearchResult.to_dict()), "generation"}
     elite: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: Any = None
@@ -220,7 +223,7 @@ class Evolution:
         return [[[logit(s, i, cell) for cell in stage.choices(i)] for i in range(len(stage.layers))]
                 for s, stage in enumerate(space.stages)]
 
-    def update(self, spaces: list[SearchSpace], results: Sequence[dict[str, Any] | None],
+    def update(self, spaces: list[SearchSpace], results: Sequence[SearchResult | None],
                wall_seconds: float = 0.0) -> dict[str, Any]:
         """Fold one generation's search results in; returns (and records) the generation report."""
         if len(results) != len(spaces):
@@ -258,10 +261,7 @@ class Evolution:
                         "madds_range": _madds_range(space),
                         "rescored": i == 0 and space.name != f"g{self.generation}",
                         "reward": score.reward if score else None, "reward_se": score.se if score else None,
-                        "arch": result["arch"] if result else None,
-                        "val_accuracy": result["val_accuracy"] if result else None,
-                        "madds": result["madds"] if result else None, "params": result["params"] if result else None,
-                        "predicted_latency_ms": result.get("predicted_latency_ms") if result else None}
+                        **(result.derived() if result else dict.fromkeys(DERIVED_FIELDS))}
                        for i, (space, score, result) in enumerate(zip(spaces, scores, results))],
             "layers": changes,
             # the elite's best so far; the key predates the registry's `champion` alias and stays for old runs
@@ -275,7 +275,7 @@ class Evolution:
         self.elapsed_seconds += wall_seconds
         return report
 
-    def _add_to_elite(self, space: SearchSpace, result: dict[str, Any], score: Any) -> None:
+    def _add_to_elite(self, space: SearchSpace, result: SearchResult, score: Any) -> None:
         """A re-scored elite space averages its scores (its latest search's result stands); a new one joins."""
         data = space.to_dict()
         for entry in self.elite:
@@ -285,10 +285,10 @@ class Evolution:
                 n = len(entry["rewards"])
                 entry["reward"] = sum(entry["rewards"]) / n
                 entry["se"] = math.sqrt(sum(se ** 2 for se in entry["ses"])) / n
-                entry["result"] = result
+                entry["result"] = result.to_dict()
                 return
         self.elite.append({"space": data, "reward": score.reward, "rewards": [score.reward], "se": score.se,
-                           "ses": [score.se], "result": result, "generation": self.generation})
+                           "ses": [score.se], "result": result.to_dict(), "generation": self.generation})
 
     def _replace_worst(self, rng: random.Random) -> list[dict[str, Any]]:
         """Replace each layer's lowest-fitness cells by mutants of its best (the reference cell stays)."""
@@ -327,14 +327,36 @@ class Evolution:
             for s, stage in enumerate(base.stages))
         return self.reference.include(replace(base, stages=stages, name="learned"))
 
+    def derived_points(self, final: SearchResult) -> list[dict[str, Any]]:
+        """Every architecture the run derived (each generation's spaces, then ``final``, the search in the
+        learned space) as the records the Pareto front and the summary are made of."""
+        points = [{**entry, "generation": h["generation"]} for h in self.history for entry in h["spaces"]
+                  if entry["arch"] is not None]
+        points.append({**final.derived(), "generation": self.generation, "final": True})
+        return points
+
+    def arch_reward(self, point: dict[str, Any]) -> float:
+        """One derived architecture's reward (its accuracy and its cost on the budget metric), as a space's."""
+        s = self.settings
+        return space_reward(point["val_accuracy"], recorded_cost(point, s.metric), s.target, s.reward_exponent)
+
     def run(self, evaluate: Evaluator, checkpoint: Path | None = None,
-            on_generation: Callable[[dict[str, Any]], None] | None = None) -> None:
-        """Generations until the budget is spent; the state is saved after each one."""
+            on_generation: Callable[[dict[str, Any]], None] | None = None,
+            before_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Generations until the budget is spent; the state is saved after each one.
+
+        Per generation: ``evaluate`` the proposed spaces (``self.generation`` is the one
+        being evaluated), fold the results in, ``before_checkpoint(report)`` (work that must
+        be done before the state moves on: a crash in between repeats the generation), save
+        to ``checkpoint``, then ``on_generation(report)`` (logging, status).
+        """
         while not self.done:
             start = time.perf_counter()
             spaces = self.propose()
             results = evaluate(spaces)
             report = self.update(spaces, results, wall_seconds=time.perf_counter() - start)
+            if before_checkpoint is not None:
+                before_checkpoint(report)
             if checkpoint is not None:
                 self.save(checkpoint)
             if on_generation is not None:

@@ -9,13 +9,16 @@ and what is allowed. ``--set section.field=value`` overrides come in through
 
 from __future__ import annotations
 
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from evolve.cells import VOCABULARY_SIZE
+from evolve.loop import EvolutionSettings
+from spaces.search import SearchSettings
 from spaces.errors import UserError, cut
 
 __all__ = [
@@ -75,60 +78,78 @@ class BudgetConfig(_Section):
     reward_exponent: float = Field(-0.07, le=0, description="MnasNet w in acc*(cost/target)^w above the target")
 
 
-class SearchConfig(_Section):
-    """The differentiable supernet search run on each candidate space."""
+def _section_of(settings: type, doc: str, base: type[_Section] = _Section, *, omit: tuple[str, ...] = (),
+                **rules: dict[str, Any]) -> Any:
+    """A config section with the fields, types and defaults of the algorithm's settings dataclass.
 
-    supernet: Literal["dmasking", "densenas"] = "dmasking"
-    epochs: int = Field(4, ge=1)
-    warmup_epochs: int = Field(1, ge=0)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.05, gt=0, description="SGD learning rate of network weights")
-    weight_decay: float = Field(4e-5, ge=0)
-    arch_lr: float = Field(0.01, gt=0, description="Adam learning rate of architecture parameters")
-    cost_loss: Literal["fbnet", "hinge"] = "hinge"
-    cost_beta: float = Field(0.6, ge=0, description="beta of CE*(log cost/log target)^beta")
-    cost_lambda: float = Field(1.0, ge=0, description="lambda of CE + lambda*relu(cost/target - 1)")
-    tau_start: float = Field(5.0, gt=0, description="Gumbel-softmax temperature at the start")
-    tau_end: float = Field(0.5, gt=0, description="temperature at the end (exponential decay)")
-    finetune_epochs: int = Field(1, ge=0, description="epochs fine-tuning the derived child before validation")
-    seed: int = 0
-    sampling: Literal["single_path", "relaxed"] = Field(
-        "single_path", description="single_path: each step runs one sampled child; relaxed: the whole mixture")
-    derive_ranked: int = Field(8, ge=0, description="in-budget candidates ranked by inherited accuracy (0: argmax)")
-    derive_samples: int = Field(256, ge=0, description="architectures drawn from the learned distribution")
-    derive_window: float = Field(0.1, ge=0, lt=1, description="prefer candidates within this share below target")
-    evidence_samples: int = Field(32, ge=1, description="uniform members within budget whose inherited accuracy "
-                                  "gives each cell's accuracy effect (the evolution's cell fitness)")
+    The dataclass declares each setting once; here ``rules`` only add what the config
+    validates and documents (bounds, a description), and a ``default`` only where the
+    pipeline's differs from the algorithm's. ``omit``: fields another section fills
+    (the budget's metric and target).
+    """
+    declared = {f.name: f for f in dataclass_fields(settings)}
+    if set(rules) - set(declared):
+        raise TypeError(f"{settings.__name__} has no field {sorted(set(rules) - set(declared))}")
+    hints = get_type_hints(settings)
+    definitions: dict[str, Any] = {name: (hints[name], Field(**{"default": f.default, **rules.get(name, {})}))
+                                   for name, f in declared.items() if name not in omit}
+    return create_model(settings.__name__.replace("Settings", "Config"), __base__=base, __doc__=doc,
+                        __module__=__name__, **definitions)
 
+
+class _SearchRules(_Section):
     @model_validator(mode="after")
-    def _warmup_shorter_than_search(self) -> SearchConfig:
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}")
+    def _warmup_shorter_than_search(self) -> Any:
+        if self.warmup_epochs >= self.epochs:  # type: ignore[attr-defined]
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be smaller than "  # type: ignore[attr-defined]
+                             f"epochs={self.epochs}")  # type: ignore[attr-defined]
         return self
 
 
-class EvolutionConfig(_Section):
-    """The AutoSpace outer loop over candidate search spaces."""
+SearchConfig = _section_of(
+    SearchSettings, "The differentiable supernet search run on each candidate space (spaces.search.SearchSettings).",
+    _SearchRules, omit=("budget_metric", "target"),
+    epochs=dict(ge=1), warmup_epochs=dict(ge=0), batch_size=dict(ge=1),
+    lr=dict(gt=0, description="SGD learning rate of network weights"), weight_decay=dict(ge=0),
+    arch_lr=dict(gt=0, description="Adam learning rate of architecture parameters"),
+    cost_beta=dict(ge=0, description="beta of CE*(log cost/log target)^beta"),
+    cost_lambda=dict(ge=0, description="lambda of CE + lambda*relu(cost/target - 1)"),
+    tau_start=dict(gt=0, description="Gumbel-softmax temperature at the start"),
+    tau_end=dict(gt=0, description="temperature at the end (exponential decay)"),
+    finetune_epochs=dict(ge=0, description="epochs fine-tuning the derived child before validation"),
+    sampling=dict(description="single_path: each step runs one sampled child; relaxed: the whole mixture"),
+    derive_ranked=dict(ge=0, description="in-budget candidates ranked by inherited accuracy (0: argmax)"),
+    derive_samples=dict(ge=0, description="architectures drawn from the learned distribution"),
+    derive_window=dict(ge=0, lt=1, description="prefer candidates within this share below target"),
+    # the search alone needs no evidence (0); the evolution's cell fitness does, so the pipeline asks for it
+    evidence_samples=dict(default=32, ge=1, description="uniform members within budget whose inherited accuracy "
+                          "gives each cell's accuracy effect (the evolution's cell fitness)"),
+)
 
-    generations: int = Field(3, ge=1)
-    spaces_per_generation: int = Field(4, ge=1, description="candidate spaces sampled per generation (Tune trials)")
-    population_per_layer: int = Field(8, ge=2, le=VOCABULARY_SIZE, description="cells kept in each layer's "
-                                      f"population; at most the {VOCABULARY_SIZE} distinct cells of the vocabulary")
-    cells_per_layer: int = Field(3, ge=1, description="K: cells each candidate space offers per layer")
-    tournament_size: int = Field(3, ge=1)
-    elite: int = Field(1, ge=0, description="best spaces carried over unchanged")
-    replace_fraction: float = Field(0.25, ge=0, le=1, description="worst cells replaced by mutants per generation")
-    fitness_momentum: float = Field(0.5, ge=0, le=1, description="moving-average weight of a cell's old fitness")
-    wall_time_minutes: float | None = Field(None, gt=0, description="budget: no generation starts that would "
-                                             "end past it at the mean pace so far")
-    seed: int = 0
 
+class _EvolutionRules(_Section):
     @model_validator(mode="after")
-    def _k_fits_population(self) -> EvolutionConfig:
-        if self.cells_per_layer > self.population_per_layer:
-            raise ValueError(f"cells_per_layer={self.cells_per_layer} exceeds "
-                             f"population_per_layer={self.population_per_layer}")
+    def _k_fits_population(self) -> Any:
+        if self.cells_per_layer > self.population_per_layer:  # type: ignore[attr-defined]
+            raise ValueError(f"cells_per_layer={self.cells_per_layer} exceeds "  # type: ignore[attr-defined]
+                             f"population_per_layer={self.population_per_layer}")  # type: ignore[attr-defined]
         return self
+
+
+EvolutionConfig = _section_of(
+    EvolutionSettings, "The AutoSpace outer loop over candidate search spaces (evolve.loop.EvolutionSettings).",
+    _EvolutionRules, omit=("metric", "target", "reward_exponent"),
+    generations=dict(ge=1),
+    spaces_per_generation=dict(ge=1, description="candidate spaces sampled per generation (Tune trials)"),
+    population_per_layer=dict(ge=2, le=VOCABULARY_SIZE, description="cells kept in each layer's population; at "
+                              f"most the {VOCABULARY_SIZE} distinct cells of the vocabulary"),
+    cells_per_layer=dict(ge=1, description="K: cells each candidate space offers per layer"),
+    tournament_size=dict(ge=1), elite=dict(ge=0, description="best spaces carried over unchanged"),
+    replace_fraction=dict(ge=0, le=1, description="worst cells replaced by mutants per generation"),
+    fitness_momentum=dict(ge=0, le=1, description="moving-average weight of a cell's old fitness"),
+    wall_time_minutes=dict(gt=0, description="budget: no generation starts that would end past it at the mean "
+                           "pace so far"),
+)
 
 
 class RayConfig(_Section):

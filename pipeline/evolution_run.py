@@ -1,10 +1,13 @@
 """``autospace run`` / ``resume``: the AutoSpace evolution on Ray, tracked in MLflow, resumable.
 
-A Ray actor (:class:`EvolutionRunner`, no CPUs of its own, on the head node) owns the loop. Each
-generation it proposes candidate spaces, scores them with one Ray Tune trial
-per space (each a Ray Train data-parallel supernet search, see
-:mod:`pipeline.ray_eval`), folds the results into the populations, saves the
-state and logs the generation to MLflow. Then a final search in the learned
+A Ray actor (:class:`EvolutionRunner`, no CPUs of its own, on the head node) drives
+:meth:`evolve.loop.Evolution.run` through its hooks. Each generation the evolution
+proposes candidate spaces; the runner's evaluator scores them with one Ray Tune
+trial per space (each a Ray Train data-parallel supernet search, see
+:mod:`pipeline.ray_eval`) and returns their typed :class:`~spaces.search.SearchResult`;
+the evolution folds them into the populations and scores the spaces; the runner
+merges the weight pool, the evolution saves its state, and the runner logs the
+generation to MLflow. Then a final search in the learned
 space, the Pareto front and ``summary.json``, then the deploy stage. That stage
 (retrain, export, register, promote) is handed in by the CLI layer as a
 :class:`DeployStage` (``deploy.stage.deploy_run``): the orchestration never
@@ -38,13 +41,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import ray
 from ray.exceptions import RayTaskError
 
-from evolve.fitness import COST_KEYS, result_cost, space_reward
 from evolve.genome import Reference
 from evolve.loop import Evolution, EvolutionSettings
 from pipeline.cluster import ON_HEAD, ensure_ray
@@ -61,8 +64,10 @@ from pipeline.search_job import dataset_info, load_space
 from pipeline.tracking import Tracker
 from pipeline.weight_pool import POOL_FILE, SEARCH_WEIGHTS_FILE, merge_pools
 from spaces.arch import Arch
+from spaces.budget import COST_FIELDS
 from spaces.errors import UserError
 from spaces.reference import reference_arch
+from spaces.search import SearchResult
 from spaces.space import SearchSpace
 
 __all__ = ["DeployStage", "EvolutionRunner", "check_new_run", "check_searches", "evolution_settings", "run_pipeline"]
@@ -130,33 +135,50 @@ class EvolutionRunner:
         else:
             template = load_space(config, info)
             evolution = Evolution.start(template, _reference(config, template), evolution_settings(config))
-        while not evolution.done:
-            n = evolution.generation
-            start = time.perf_counter()
-            spaces = evolution.propose()
-            gen_dir = paths.generation(n)
-            write_json(gen_dir / "spaces.json", [s.to_dict() for s in spaces])
-            self._set_status(phase="evolution", generation=n, running_trials=len(spaces),
-                             generations=config.evolution.generations)
-            pool = self._pool(n - 1)
-            evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table_path,
-                                          pool=pool, cell_logits=[evolution.cell_logits(s) for s in spaces])
-            results = [e.result if e.ok else None for e in evaluations]
-            predict_latency(self.table_path, config, results)
-            write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
-            check_searches(evaluations, f"generation {n}", gen_dir / "results.json", paths.root)
-            report = evolution.update(spaces, results, wall_seconds=time.perf_counter() - start)
-            # before the state moves on: a crash in between re-runs this generation, which rewrites the same pool
-            searched = [(gen_dir / f"space-{i}" / SEARCH_WEIGHTS_FILE, entry["reward"])
-                        for i, entry in enumerate(report["spaces"]) if entry["reward"] is not None]
-            bred = [(c["stage"], c["layer"], parent, mutant) for c in report["layers"]
-                    for mutant, parent in c["parents"].items()]
-            merge_pools(pool, searched, gen_dir / POOL_FILE, mutants=bred)
-            evolution.save(paths.state)
-            self._log_generation(evolution.history[-1], evolution, tracker)
-            self._set_status(running_trials=0, generations_done=evolution.generation)
-            self._refresh_report(tracker)
+        evolution.run(partial(self._evaluate_generation, evolution, data_path), checkpoint=paths.state,
+                      before_checkpoint=self._merge_pool,
+                      on_generation=partial(self._generation_done, evolution, tracker))
         return self._deploy(self._finish(evolution, tracker, data_path), tracker, data_path)
+
+    def _evaluate_generation(self, evolution: Evolution, data_path: Path,
+                             spaces: list[SearchSpace]) -> list[SearchResult | None]:
+        """The evaluator :meth:`Evolution.run` calls: this generation's searches on Ray, their records saved.
+
+        Raises (before the state moves on) when a search stopped on the user's input or
+        every search failed: :func:`check_searches`.
+        """
+        config, n = self.config, evolution.generation
+        gen_dir = self.paths.generation(n)
+        write_json(gen_dir / "spaces.json", [s.to_dict() for s in spaces])
+        self._set_status(phase="evolution", generation=n, running_trials=len(spaces),
+                         generations=config.evolution.generations)
+        evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table_path,
+                                      pool=self._pool(n - 1), cell_logits=[evolution.cell_logits(s) for s in spaces])
+        evaluations = self._with_predicted_latency(evaluations)
+        write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
+        check_searches(evaluations, f"generation {n}", gen_dir / "results.json", self.paths.root)
+        return [e.result for e in evaluations]
+
+    def _with_predicted_latency(self, evaluations: list[SpaceEvaluation]) -> list[SpaceEvaluation]:
+        results = predict_latency(self.table_path, self.config, [e.result for e in evaluations])
+        return [replace(e, result=result) for e, result in zip(evaluations, results)]
+
+    def _merge_pool(self, report: dict[str, Any]) -> None:
+        """The weight pool after this generation; before the state moves on, so a crash in between re-runs the
+        generation, which rewrites the same pool."""
+        n = report["generation"]
+        gen_dir = self.paths.generation(n)
+        searched = [(gen_dir / f"space-{i}" / SEARCH_WEIGHTS_FILE, entry["reward"])
+                    for i, entry in enumerate(report["spaces"]) if entry["reward"] is not None]
+        bred = [(c["stage"], c["layer"], parent, mutant) for c in report["layers"]
+                for mutant, parent in c["parents"].items()]
+        merge_pools(self._pool(n - 1), searched, gen_dir / POOL_FILE, mutants=bred)
+
+    def _generation_done(self, evolution: Evolution, tracker: Tracker, report: dict[str, Any]) -> None:
+        """After the state is saved: MLflow, status, the report."""
+        self._log_generation(report, evolution, tracker)
+        self._set_status(running_trials=0, generations_done=evolution.generation)
+        self._refresh_report(tracker)
 
     def _pool(self, generation: int) -> Path | None:
         """The weight pool after ``generation`` (what the next searches start from); None before the first."""
@@ -176,9 +198,9 @@ class EvolutionRunner:
         """Log one generation from its saved files; a generation already in MLflow is skipped."""
         gen_dir = self.paths.generation(report["generation"])
         spaces = json.loads((gen_dir / "spaces.json").read_text())
-        evaluations = json.loads((gen_dir / "results.json").read_text())
-        tracker.log_generation(report, spaces, [e["result"] if e["ok"] else None for e in evaluations],
-                               evolution.to_dict(), [e.get("placements", []) for e in evaluations])
+        evaluations = [SpaceEvaluation.from_dict(e) for e in json.loads((gen_dir / "results.json").read_text())]
+        tracker.log_generation(report, spaces, [e.result for e in evaluations], evolution.to_dict(),
+                               [e.placements for e in evaluations])
 
     def _finish(self, evolution: Evolution, tracker: Tracker, data_path: Path) -> dict[str, Any]:
         config, paths = self.config, self.paths
@@ -187,26 +209,21 @@ class EvolutionRunner:
         write_json(paths.final / "space.json", learned.to_dict())
         final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table_path,
                                 pool=self._pool(evolution.generation - 1),
-                                cell_logits=[evolution.cell_logits(learned)])[0]
-        predict_latency(self.table_path, config, [final.result if final.ok else None])
+                                cell_logits=[evolution.cell_logits(learned)])
+        final = self._with_predicted_latency(final)[0]
         write_json(paths.final / "results.json", [final.to_dict()])
         check_searches([final], "the final search", paths.final / "results.json", paths.root)
-        points = [{**entry, "generation": h["generation"]} for h in evolution.history for entry in h["spaces"]
-                  if entry["arch"] is not None]
-        points.append({"arch": final.result["arch"], "val_accuracy": final.result["val_accuracy"],
-                       "madds": final.result["madds"], "params": final.result["params"],
-                       "predicted_latency_ms": final.result["predicted_latency_ms"],
-                       "generation": evolution.generation, "final": True})
-        cost_key = COST_KEYS[config.budget.metric]
-        best = max(points, key=lambda p: _reward(p, config))
+        points = evolution.derived_points(final.result)
+        cost_key = COST_FIELDS[config.budget.metric]
+        best = max(points, key=evolution.arch_reward)
         front = pareto_front(points, cost_key)
         plot_pareto(points, front, paths.pareto, config.budget.target, cost_key)
         summary = {
             "best": {"arch": best["arch"], "val_accuracy": best["val_accuracy"], "madds": best["madds"],
                      "params": best["params"], "predicted_latency_ms": best.get("predicted_latency_ms"),
-                     "reward": _reward(best, config),
+                     "reward": evolution.arch_reward(best),
                      "from": "final search" if best.get("final") else f"generation {best['generation']}"},
-            "final_search": final.result,
+            "final_search": final.result.to_dict(),
             "learned_space": learned.to_dict(),
             "generations": [{"generation": h["generation"], "best_reward": h["best_reward"],
                              "best_reward_se": h["best_reward_se"], "mean_reward": h["mean_reward"],
@@ -231,11 +248,6 @@ class EvolutionRunner:
         self._refresh_report(tracker)  # with the registry decisions, before the MLflow run closes
         tracker.finish(deployed)
         return {**summary, "deploy": deployed}
-
-
-def _reward(point: dict[str, Any], config: Config) -> float:
-    return space_reward(point["val_accuracy"], result_cost(point, config.budget.metric), config.budget.target,
-                        config.budget.reward_exponent)
 
 
 def check_searches(evaluations: list[SpaceEvaluation], step: str, record: Path, run_dir: Path) -> None:

@@ -10,18 +10,18 @@ the derived architectures' entries are, to report their predicted latency.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from pipeline.config import Config, ConfigError
-from spaces.arch import Arch
+from spaces.budget import LATENCY_BATCH
 from spaces.latency import LatencyTable, LatencyTableError, MeasureSettings
+from spaces.search import SearchResult
 from spaces.space import SearchSpace
 from spaces.supernet import space_latency_keys
 
 __all__ = ["load_table", "measure_spaces", "open_table", "predict_latency", "table_file"]
-
-_BATCH = 1
 
 
 def table_file(folder: Path, config: Config) -> Path:
@@ -30,13 +30,13 @@ def table_file(folder: Path, config: Config) -> Path:
 
 
 def _settings(config: Config) -> MeasureSettings:
-    return MeasureSettings(runtime=config.budget.latency_runtime, batch=_BATCH)
+    return MeasureSettings(runtime=config.budget.latency_runtime, batch=LATENCY_BATCH)
 
 
 def load_table(path: Path, config: Config) -> LatencyTable:
     """The saved table, refused (with what to do) when it was measured for another runtime."""
     try:
-        return LatencyTable.load(path, runtime=config.budget.latency_runtime, batch=_BATCH)
+        return LatencyTable.load(path, runtime=config.budget.latency_runtime, batch=LATENCY_BATCH)
     except LatencyTableError as err:
         raise ConfigError(f"{path}: {err} (or delete the file to re-measure it for "
                           f"budget.latency_runtime={config.budget.latency_runtime})") from None
@@ -56,13 +56,15 @@ def measure_spaces(path: Path, config: Config, spaces: Iterable[SearchSpace]) ->
     return table, added
 
 
-def predict_latency(path: Path, config: Config, results: Iterable[dict[str, Any] | None]) -> None:
-    """Set each result's ``predicted_latency_ms`` (the derived arch on the table's runtime), measuring
+def predict_latency(path: Path, config: Config, results: Iterable[SearchResult | None]) -> list[SearchResult | None]:
+    """The results with ``predicted_latency_ms`` set (the derived arch on the table's runtime), measuring
     only entries the table lacks."""
     table = open_table(path, config)
+    predicted = []
     for result in results:
         if result is not None:
-            arch = Arch.parse(result["arch"])
-            table.ensure(arch)
-            result["predicted_latency_ms"] = table.predict(arch)
+            table.ensure(result.arch)
+            result = replace(result, predicted_latency_ms=table.predict(result.arch))
+        predicted.append(result)
     table.save(path)
+    return predicted

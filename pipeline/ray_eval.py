@@ -67,7 +67,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ from pipeline.placement import PLACEMENTS, Placement, read_placements
 from pipeline.search_job import load_search_data, search_settings
 from pipeline.weight_pool import SEARCH_WEIGHTS_FILE, load_pool
 from spaces.errors import UserError
-from spaces.search import WarmStart, search
+from spaces.search import SearchResult, WarmStart, search
 from spaces.space import SearchSpace
 
 __all__ = ["SpaceEvaluation", "evaluate_spaces", "trial_capacity"]
@@ -103,7 +103,7 @@ class SpaceEvaluation:
 
     index: int
     ok: bool
-    result: dict | None
+    result: SearchResult | None  # None unless ok
     error: str | None
     wall_seconds: float
     attempts: int
@@ -112,11 +112,13 @@ class SpaceEvaluation:
     placements: list[Placement] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A ``results.json`` entry."""
+        return {**asdict(replace(self, result=None)), "result": self.result.to_dict() if self.result else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpaceEvaluation:
-        return cls(**data)
+        result = data.get("result")
+        return cls(**{**data, "result": SearchResult.from_dict(result) if result is not None else None})
 
 
 def trial_capacity(config: Config) -> int:
@@ -196,7 +198,7 @@ def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, 
                                                  float(metrics.get("time_total_s", 0.0)), attempts,
                                                  placements=placements[index])
         else:
-            result = json.loads(metrics["result_json"]) if metrics["ok"] else None
+            result = SearchResult.from_dict(json.loads(metrics["result_json"])) if metrics["ok"] else None
             evaluations[index] = SpaceEvaluation(index, bool(metrics["ok"]), result, metrics["failure"] or None,
                                                  float(metrics["wall_seconds"]), attempts,
                                                  bool(metrics.get("input_error", False)), placements[index])

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.placement import format_nodes
 from pipeline.tables import arch_label, format_table, human
+from spaces.budget import measured_latency
 
 __all__ = ["experiment_page", "format_deploy", "format_generations", "format_run_summary", "format_status", "fmt"]
 
@@ -63,8 +64,8 @@ def format_deploy(deploy: dict[str, Any] | None, wide: bool = False) -> str:
     for m in models:
         latency = m.get("export", {}).get("latency_ms", {})
         rows.append([arch_label(m["arch"], wide), fmt(m.get("retrain", {}).get("test_accuracy")),
-                     fmt(latency.get("torch", {}).get("1")), fmt(m.get("predicted_latency_ms")),
-                     fmt(latency.get("onnxruntime", {}).get("1")), f"v{m['version']}" if m.get("version") else "-",
+                     fmt(measured_latency(latency, "torch")), fmt(m.get("predicted_latency_ms")),
+                     fmt(measured_latency(latency, "onnxruntime")), f"v{m['version']}" if m.get("version") else "-",
                      m.get("promotion", {}).get("decision", "-")])
     return format_table(["retrained model", "test acc", "torch ms", "predicted ms", "ONNX ms", "version",
                          "promotion"], rows) + "\n(latency: milliseconds at batch 1)"

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import Config
 from pipeline.placement import Placement, node_tags
+from spaces.search import SearchResult
 
 __all__ = ["Tracker", "tracking_uri"]
 
@@ -105,7 +106,7 @@ class Tracker:
         return self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
 
     def log_generation(self, report: dict[str, Any], spaces: list[dict[str, Any]],
-                       results: list[dict[str, Any] | None], state: dict[str, Any],
+                       results: list[SearchResult | None], state: dict[str, Any],
                        placements: list[list[Placement]] | None = None) -> bool:
         """One nested run for the generation, one per candidate space under it; False if already logged.
 
@@ -127,22 +128,23 @@ class Tracker:
                                          f"g{generation}-space-{index}", parent=run_id)
             space_metrics = {"log10_cardinality": entry["log10_cardinality"]}
             if result is not None:
+                optional = {"predicted_latency_ms": result.predicted_latency_ms,
+                            "expected_latency_ms": result.expected_latency_ms,
+                            "expected_madds": result.expected_madds, "expected_params": result.expected_params}
                 space_metrics |= {"reward": entry["reward"], "reward_se": entry.get("reward_se"),
-                                  "val_accuracy": result["val_accuracy"],
-                                  "madds": result["madds"], "params": result["params"],
-                                  "search_wall_seconds": result.get("wall_seconds", 0.0),
-                                  "warm_started_modules": result.get("warm_started", 0)}
-                space_metrics |= {k: result[k] for k in ("predicted_latency_ms", "expected_latency_ms",
-                                                          "expected_madds", "expected_params")
-                                  if result.get(k) is not None}
-                if result.get("entropy"):
-                    space_metrics["choice_entropy"] = result["entropy"]["mean"]
-                self.client.set_tag(space_run, "autospace.arch", result["arch"])
-                self.client.log_dict(space_run, {"arch": result["arch"], "choice": result.get("choice")},
-                                     "derived_arch.json")
-                self.client.log_dict(space_run, {"probabilities": result["probabilities"],
-                                                 "cell_effects": result.get("cell_effects")}, "cell_scores.json")
-                self._log_curves(space_run, result.get("history", []))
+                                  "val_accuracy": result.val_accuracy,
+                                  "madds": result.cost.madds, "params": result.cost.params,
+                                  "search_wall_seconds": result.wall_seconds,
+                                  "warm_started_modules": result.warm_started}
+                space_metrics |= {k: v for k, v in optional.items() if v is not None}
+                if result.entropy:
+                    space_metrics["choice_entropy"] = result.entropy["mean"]
+                data = result.to_dict()
+                self.client.set_tag(space_run, "autospace.arch", data["arch"])
+                self.client.log_dict(space_run, {"arch": data["arch"], "choice": data["choice"]}, "derived_arch.json")
+                self.client.log_dict(space_run, {"probabilities": data["probabilities"],
+                                                 "cell_effects": data["cell_effects"]}, "cell_scores.json")
+                self._log_curves(space_run, result.history)
             self._log_metrics(space_run, space_metrics)
             self.client.log_dict(space_run, space, "space.json")
             self.client.set_terminated(space_run, "FINISHED" if result is not None else "FAILED")

@@ -33,6 +33,7 @@ from pipeline.search_job import dataset_info
 from pipeline.tables import arch_id, arch_label, human
 from pipeline.tracking import tracking_uri
 from spaces.arch import Arch
+from spaces.budget import LATENCY_BATCH, measured_latency
 from spaces.errors import cut
 from spaces.search import CheckpointError
 
@@ -213,5 +214,6 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"  {path}  {human(report['file_sizes'][fmt])}B, max abs diff to eager torch "
               f"{report['parity_max_abs_diff'][fmt]:.2g} (tolerance {report['atol']:g})")
     print(f"  {config.out_dir / 'export_report.json'}: contract, parity, latency")
-    print("latency at batch 1 (ms): " + ", ".join(f"{runtime} {row['1']:.3f}" for runtime, row in latency.items()))
+    print(f"latency at batch {LATENCY_BATCH} (ms): "
+          + ", ".join(f"{runtime} {measured_latency(latency, runtime):.3f}" for runtime in latency))
     return 0

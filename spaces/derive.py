@@ -15,38 +15,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from spaces.arch import Arch
-from spaces.cost import arch_cost
+from spaces.budget import budget_cost
 from spaces.latency import LatencyTable
 from spaces.supernet import ArchChoice, Supernet, resize_input
 from spaces.training import CALIBRATION_IMAGES, evaluate, recalibrate_bn
 
-__all__ = ["Candidate", "budget_cost", "derive_on_budget", "inherited_accuracy"]
-
-
-def budget_cost(arch: Arch, metric: str, table: LatencyTable | None = None) -> float:
-    """The cost of ``arch`` on the budget's metric: MAdds, params or the table's predicted ms."""
-    if metric == "latency":
-        if table is None:
-            raise ValueError("a latency budget needs the latency table to price architectures")
-        return table.predict(arch)
-    cost = arch_cost(arch)
-    return float(cost.madds if metric == "madds" else cost.params)
+__all__ = ["Candidate", "derive_on_budget", "inherited_accuracy"]
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One architecture the derivation considered, with its cost and (if ranked) inherited accuracy."""
 
-    choice: ArchChoice
+    choice: ArchChoice | None  # None once read back from a record (only the derivation itself needs it)
     arch: str
     cost: float
     accuracy: float | None = None
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "cost": self.cost, "accuracy": self.accuracy}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Candidate:
+        return cls(None, data["arch"], data["cost"], data.get("accuracy"))
 
 
 def inherited_accuracy(net: Supernet, choice: ArchChoice, x_train: torch.Tensor, x_val: torch.Tensor,

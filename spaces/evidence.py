@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from spaces.derive import budget_cost, inherited_accuracy
+from spaces.budget import budget_cost
+from spaces.derive import inherited_accuracy
 from spaces.latency import LatencyTable
 from spaces.supernet import ArchChoice, Supernet
 
@@ -41,6 +42,10 @@ class CellEffects:
 
     def to_dict(self) -> dict:
         return {"effects": self.effects, "samples": self.samples, "within_budget": self.within_budget}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CellEffects:
+        return cls(data["effects"], data["samples"], data["within_budget"])
 
 
 def uniform_choice(net: Supernet, generator: torch.Generator) -> ArchChoice:

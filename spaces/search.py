@@ -42,6 +42,7 @@ from torch import nn
 
 from spaces.arch import Arch
 from spaces.atomic import write_atomically
+from spaces.budget import recorded_cost
 from spaces.cost import Cost, arch_cost
 from spaces.derive import Candidate, derive_on_budget
 from spaces.errors import UserError
@@ -53,10 +54,12 @@ from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, Spa
 from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, recalibrate_bn,
                              train_epoch, world)
 
-__all__ = ["CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart", "choice_entropy",
-           "cost_aware_loss", "search"]
+__all__ = ["DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart",
+           "choice_entropy", "cost_aware_loss", "read_checkpoint", "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
+DERIVED_FIELDS = ("arch", "val_accuracy", "madds", "params", "predicted_latency_ms")
+"""The keys of :meth:`SearchResult.derived`, in order (a failed search's record has them all None)."""
 
 
 class CheckpointError(UserError):
@@ -134,17 +137,23 @@ class WarmStart:
 
 @dataclass
 class SearchResult:
-    """What a search returns: the derived architecture, its costs and accuracy, and the evidence."""
+    """What a search returns: the derived architecture, its costs and accuracy, and the evidence.
+
+    It is the typed seam between the search and everything that reads it (the
+    evolution's fitness and reward, tracking, reports): they read these fields, and
+    "its cost on the budget metric" only through :meth:`cost_on`. On disk and across
+    processes it is :meth:`to_dict`, read back with :meth:`from_dict`.
+    """
 
     arch: Arch
-    choice: ArchChoice
     cost: Cost
-    expected_madds: float
-    expected_params: float
     val_accuracy: float
-    probabilities: dict
+    choice: ArchChoice | None = None
+    expected_madds: float | None = None
+    expected_params: float | None = None
+    probabilities: dict = field(default_factory=dict)
     expected_latency_ms: float | None = None
-    predicted_latency_ms: float | None = None
+    predicted_latency_ms: float | None = None  # the run's latency table on the derived arch (budget runtime, batch 1)
     entropy: dict = field(default_factory=dict)
     candidates: list[Candidate] = field(default_factory=list)
     cell_effects: CellEffects | None = None
@@ -153,8 +162,18 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
 
+    def cost_on(self, metric: str) -> float:
+        """The derived architecture's cost on the budget metric (:mod:`spaces.budget`)."""
+        return recorded_cost(self.derived(), metric)
+
+    def derived(self) -> dict:
+        """The derived architecture's record: what the generation reports, the Pareto front and the summary show."""
+        return {"arch": self.arch.encode(), "val_accuracy": self.val_accuracy, **self.cost.to_dict(),
+                "predicted_latency_ms": self.predicted_latency_ms}
+
     def to_dict(self) -> dict:
-        return {"arch": self.arch.encode(), "choice": asdict(self.choice), **self.cost.to_dict(),
+        return {"arch": self.arch.encode(), "choice": asdict(self.choice) if self.choice is not None else None,
+                **self.cost.to_dict(),
                 "expected_madds": self.expected_madds, "expected_params": self.expected_params,
                 "val_accuracy": self.val_accuracy, "expected_latency_ms": self.expected_latency_ms,
                 "predicted_latency_ms": self.predicted_latency_ms, "probabilities": self.probabilities,
@@ -162,6 +181,23 @@ class SearchResult:
                 "cell_effects": self.cell_effects.to_dict() if self.cell_effects is not None else None,
                 "warm_started": self.warm_started, "val_images": self.val_images, "history": self.history,
                 "wall_seconds": self.wall_seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SearchResult:
+        """The result :meth:`to_dict` wrote (a results.json entry, a summary's final search)."""
+        choice = data.get("choice")
+        effects = data.get("cell_effects")
+        return cls(arch=Arch.parse(data["arch"]), cost=Cost(data["madds"], data["params"]),
+                   val_accuracy=data["val_accuracy"],
+                   choice=None if choice is None else ArchChoice(tuple(tuple(c) for c in choice["cells"]),
+                                                                 tuple(choice["widths"]), choice["resolution"]),
+                   expected_madds=data.get("expected_madds"), expected_params=data.get("expected_params"),
+                   probabilities=data.get("probabilities") or {}, expected_latency_ms=data.get("expected_latency_ms"),
+                   predicted_latency_ms=data.get("predicted_latency_ms"), entropy=data.get("entropy") or {},
+                   candidates=[Candidate.from_dict(c) for c in data.get("candidates") or []],
+                   cell_effects=None if effects is None else CellEffects.from_dict(effects),
+                   warm_started=data.get("warm_started", 0), val_images=data.get("val_images", 0),
+                   history=data.get("history") or [], wall_seconds=data.get("wall_seconds", 0.0))
 
 
 def choice_entropy(probabilities: dict) -> dict:
@@ -186,20 +222,33 @@ def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettin
     return ce + settings.cost_lambda * F.relu(cost / settings.target - 1)
 
 
-def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
+def read_checkpoint(path: Path, kind: str, restart: str, matches: Callable[[dict], bool],
+                    mismatch: Callable[[dict], str]) -> dict:
+    """A ``kind`` checkpoint (a dict, read with ``weights_only``) that ``matches`` what resumes from it.
+
+    Raises:
+        CheckpointError: the file is unreadable, not a checkpoint dict, or another run's
+            (``mismatch(state)`` says whose); the message says to delete it to ``restart``.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or foreign file: say which and what to do
-        raise CheckpointError(f"search checkpoint {path} cannot be read ({err}); delete it to start the search over") \
-            from None
+        raise CheckpointError(f"{kind} checkpoint {path} cannot be read ({err}); delete it to {restart}") from None
     if not isinstance(state, dict):  # weights_only loads plain lists and tensors too
-        raise CheckpointError(f"search checkpoint {path} holds a {type(state).__name__}, not a search checkpoint; "
-                              "delete it to start the search over")
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("space") != space.to_dict() \
-            or state.get("supernet") != supernet:
-        raise CheckpointError(f"search checkpoint {path} belongs to another format, search space or supernet; "
-                         "delete it or point the search at a fresh directory")
+        raise CheckpointError(f"{kind} checkpoint {path} holds a {type(state).__name__}, not a {kind} checkpoint; "
+                              f"delete it to {restart}")
+    if not matches(state):
+        raise CheckpointError(f"{kind} checkpoint {path} {mismatch(state)}")
     return state
+
+
+def _load_checkpoint(path: Path, space: SearchSpace, supernet: str) -> dict:
+    return read_checkpoint(
+        path, "search", "start the search over",
+        lambda state: (state.get("format") == CHECKPOINT_FORMAT and state.get("space") == space.to_dict()
+                       and state.get("supernet") == supernet),
+        lambda state: "belongs to another format, search space or supernet; delete it or point the search at a "
+                      "fresh directory")
 
 
 class _Pricing:

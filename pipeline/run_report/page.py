@@ -6,12 +6,12 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from evolve.fitness import COST_KEYS
 from pipeline.run_report.charts import fitness_colour, latency_svg, pareto_svg, reward_svg
 from pipeline.run_report.diagram import arch_svg
 from pipeline.run_report.records import LayerHeat, RunRecords, layer_heat
 from pipeline.tables import arch_id, human
 from spaces.arch import Arch
+from spaces.budget import COST_FIELDS, measured_latency
 
 __all__ = ["render_page"]
 
@@ -144,7 +144,7 @@ def _pareto(records: RunRecords) -> str:
     if not points:
         return _missing("No architecture has been derived yet.")
     metric = records.config.budget.metric
-    cost_key = COST_KEYS[metric]
+    cost_key = COST_FIELDS[metric]
     label = {"madds": "MAdds", "params": "params", "latency": "predicted latency (ms)"}[metric]
     rows = [[f"<b>{arch_id(p['arch'])}</b>", human(p["madds"]), human(p["params"]),
              _f(p.get("predicted_latency_ms")), _f(p["val_accuracy"]),
@@ -166,9 +166,9 @@ def _best_arch(records: RunRecords) -> str:
 def _latency(records: RunRecords) -> str:
     models = (records.deploy or {}).get("models", [])
     runtime = records.config.budget.latency_runtime
-    pairs = [(arch_id(m["arch"]), m["predicted_latency_ms"], m["export"]["latency_ms"][runtime]["1"])
-             for m in models if m.get("predicted_latency_ms") is not None
-             and m.get("export", {}).get("latency_ms", {}).get(runtime, {}).get("1") is not None]
+    measured = [(m, measured_latency(m.get("export", {}).get("latency_ms", {}), runtime)) for m in models]
+    pairs = [(arch_id(m["arch"]), m["predicted_latency_ms"], ms) for m, ms in measured
+             if m.get("predicted_latency_ms") is not None and ms is not None]
     if not pairs:
         return _missing("No exported model with a predicted latency yet (the deploy stage writes deploy.json).")
     rows = [[f"<b>{name}</b>", _f(p), _f(m), f"{100 * (m - p) / p:+.0f}%"] for name, p, m in pairs]

@@ -5,17 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from evolve.cells import CellGenes, mutate_cell, random_cell
-from evolve.fitness import MUTANT_PRIOR_SHRINK, cell_evidence, result_cost, space_reward, space_score
+from evolve.fitness import MUTANT_PRIOR_SHRINK, cell_evidence, space_reward, space_score
 from evolve.genome import Reference, crossover, mutate_genome
 from evolve.loop import EFFECT_PER_LOGIT, MAX_PRIOR_LOGIT, Evolution, EvolutionSettings
-from spaces.cost import arch_cost
+from spaces.cost import Cost, arch_cost
+from spaces.derive import Candidate
+from spaces.evidence import CellEffects
 from spaces.reference import reference_arch
+from spaces.search import SearchResult
 from spaces.space import SearchSpace, default_space
 
 REFERENCE = reference_arch(1, 28, 10)
@@ -23,7 +26,7 @@ SETTINGS = EvolutionSettings(generations=3, spaces_per_generation=3, population_
                              target=4e6, seed=1)
 
 
-def favour_kernel_5(spaces: list[SearchSpace]) -> list[dict[str, Any] | None]:
+def favour_kernel_5(spaces: list[SearchSpace]) -> list[SearchResult | None]:
     """A stand-in for the supernet search: k5 cells are worth 2 accuracy points more than the others."""
     results = []
     for n, space in enumerate(spaces):
@@ -32,11 +35,15 @@ def favour_kernel_5(spaces: list[SearchSpace]) -> list[dict[str, Any] | None]:
         effects = [[[v - sum(layer) / len(layer) for v in layer] for layer in st] for st in raw]
         arch = space.sample(random.Random(n))
         cost = arch_cost(arch)
-        results.append({"arch": arch.encode(), "val_accuracy": 0.5 + 0.1 * n, "madds": cost.madds,
-                        "params": cost.params, "val_images": 1000,
-                        "candidates": [{"arch": arch.encode(), "cost": cost.madds, "accuracy": 0.5 + 0.1 * n}],
-                        "cell_effects": {"effects": effects, "samples": 8, "within_budget": 8}})
+        results.append(SearchResult(arch, cost, 0.5 + 0.1 * n, val_images=1000,
+                                    candidates=[Candidate(None, arch.encode(), cost.madds, 0.5 + 0.1 * n)],
+                                    cell_effects=CellEffects(effects, 8, 8)))
     return results
+
+
+def ranked(result: SearchResult, **changes: float) -> SearchResult:
+    """``result`` with its one ranked candidate changed."""
+    return replace(result, candidates=[replace(result.candidates[0], **changes)])
 
 
 def test_cells_mutate_within_the_vocabulary() -> None:
@@ -75,26 +82,27 @@ def test_evidence_is_the_accuracy_effect_of_each_drawn_cell() -> None:
     space = default_space()
     effects = [[[0.01 * k if k else None for k in range(len(st.choices(i)))] for i in range(len(st.layers))]
                for st in space.stages]
-    evidence = cell_evidence(space, {"cell_effects": {"effects": effects}})
+    result = SearchResult(REFERENCE, Cost(), 0.5, cell_effects=CellEffects(effects, 8, 8))
+    evidence = cell_evidence(space, result)
     assert evidence and all(cell != "skip" for (_, _, cell) in evidence)
     for (s, i, cell), value in evidence.items():
         assert value == pytest.approx(0.01 * space.stages[s].choices(i).index(cell))
     assert not any(space.stages[s].choices(i).index(cell) == 0 for s, i, cell in evidence)  # never drawn: no evidence
     with pytest.raises(ValueError, match="evidence_samples > 0"):
-        cell_evidence(space, {"probabilities": {}})
+        cell_evidence(space, replace(result, cell_effects=None))
 
 
 def test_space_score_averages_the_ranked_candidates_with_their_standard_error() -> None:
-    result = {"val_accuracy": 0.9, "madds": 1e6, "params": 1, "val_images": 1000,
-              "candidates": [{"cost": 1e6, "accuracy": 0.80}, {"cost": 2e6, "accuracy": 0.84},
-                             {"cost": 1e6, "accuracy": None}]}
+    result = SearchResult(REFERENCE, Cost(10 ** 6, 1), 0.9, val_images=1000,
+                          candidates=[Candidate(None, "a", 1e6, 0.80), Candidate(None, "b", 2e6, 0.84),
+                                      Candidate(None, "c", 1e6, None)])
     score = space_score(result, "madds", 1e6, -0.07)
     rewards = [0.80, 0.84 * 2 ** -0.07]
     mean = sum(rewards) / 2
     spread = sum((r - mean) ** 2 for r in rewards) / 1
     assert score.reward == pytest.approx(mean) and score.architectures == 2
     assert score.se == pytest.approx((spread / 2 + 0.82 * 0.18 / 1000) ** 0.5)
-    alone = space_score({**result, "candidates": []}, "madds", 1e6, -0.07)  # nothing ranked: the derived arch
+    alone = space_score(replace(result, candidates=[]), "madds", 1e6, -0.07)  # nothing ranked: the derived arch
     assert alone.reward == 0.9 and alone.se == pytest.approx((0.9 * 0.1 / 1000) ** 0.5)
 
 
@@ -108,14 +116,14 @@ def test_latency_budget_ranks_spaces_by_the_predicted_latency_of_their_derived_a
                                  elite=1, metric="latency", target=1.0, seed=1)
     evo = Evolution.start(default_space(), REFERENCE, settings)
     spaces = evo.propose()
-    results = favour_kernel_5(spaces)  # accuracies 0.5, 0.6, 0.7: the most accurate is 8x over the target
-    for result, ms in zip(results, (0.5, 1.0, 8.0)):
-        result["predicted_latency_ms"] = ms
-        result["candidates"] = []  # scored by the derived arch alone, so on its predicted latency
+    # accuracies 0.5, 0.6, 0.7: the most accurate is 8x over the target; nothing ranked, so each is scored by
+    # its derived arch alone, on its predicted latency
+    results = [replace(result, predicted_latency_ms=ms, candidates=[])
+               for result, ms in zip(favour_kernel_5(spaces), (0.5, 1.0, 8.0))]
     report = evo.update(spaces, results)
     assert [s["reward"] for s in report["spaces"]] == pytest.approx([0.5, 0.6, 0.7 * 8.0 ** -0.07])
     with pytest.raises(ValueError, match="predicted_latency_ms"):
-        result_cost({"madds": 1, "params": 1}, "latency")
+        evo.update(evo.propose(), [replace(results[0], predicted_latency_ms=None)] * 3)
 
 
 def test_every_candidate_space_contains_the_reference_and_fitness_follows_evidence() -> None:
@@ -143,17 +151,14 @@ def test_every_candidate_space_contains_the_reference_and_fitness_follows_eviden
 def test_the_elite_is_proposed_again_and_rescored_by_the_mean_of_its_scores() -> None:
     evo = Evolution.start(default_space(), REFERENCE, SETTINGS)
     first = evo.propose()
-    results = favour_kernel_5(first)
-    for result in results:
-        result["candidates"][0]["cost"] = 1.0  # within the budget: rewards are the accuracies
+    results = [ranked(r, cost=1.0) for r in favour_kernel_5(first)]  # within the budget: rewards are the accuracies
     evo.update(first, results)  # the third space scores best (0.7)
     best = first[2].to_dict()
     assert evo.elite[0]["space"] == best and evo.elite[0]["reward"] == pytest.approx(0.7)
     second = evo.propose()
     assert second[0].to_dict() == best and len(second) == SETTINGS.spaces_per_generation
-    results = favour_kernel_5(second)
-    for result in results:
-        result["candidates"][0].update(accuracy=0.6, cost=1.0)  # the elite scores 0.6 this time, the new ones too
+    # the elite scores 0.6 this time, the new ones too
+    results = [ranked(r, accuracy=0.6, cost=1.0) for r in favour_kernel_5(second)]
     report = evo.update(second, results)
     assert report["spaces"][0]["rescored"] and not report["spaces"][1]["rescored"]
     assert evo.elite[0]["space"] == best and evo.elite[0]["rewards"] == pytest.approx([0.7, 0.6])
@@ -231,3 +236,36 @@ def test_a_population_larger_than_the_vocabulary_is_refused_not_sampled_forever(
     EvolutionSettings(population_per_layer=VOCABULARY_SIZE)
     with pytest.raises(ValueError, match="population_per_layer=121 exceeds the 120 distinct cells"):
         EvolutionSettings(population_per_layer=VOCABULARY_SIZE + 1)
+
+
+def test_run_calls_its_hooks_in_order_and_the_state_is_saved_between_them(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    evo = Evolution.start(default_space(), REFERENCE, SETTINGS)
+    calls: list[tuple[str, int, int]] = []
+
+    def saved_generation() -> int:
+        return Evolution.load(path).generation if path.exists() else 0
+
+    def evaluate(spaces: list[SearchSpace]) -> list[SearchResult | None]:
+        calls.append(("evaluate", evo.generation, saved_generation()))
+        return favour_kernel_5(spaces)
+
+    evo.run(evaluate, checkpoint=path,
+            before_checkpoint=lambda report: calls.append(("before", report["generation"], saved_generation())),
+            on_generation=lambda report: calls.append(("after", report["generation"], saved_generation())))
+    # evaluate sees the generation being evaluated; before_checkpoint runs while the file still holds the previous
+    # state; on_generation once this generation is saved
+    assert calls == [step for n in range(SETTINGS.generations)
+                     for step in (("evaluate", n, n), ("before", n, n), ("after", n, n + 1))]
+
+
+def test_derived_points_end_with_the_final_search_and_the_best_is_chosen_by_its_reward() -> None:
+    settings = replace(SETTINGS, generations=1, target=1e6)
+    evo = Evolution.start(default_space(), REFERENCE, settings)
+    evo.run(favour_kernel_5)
+    final = replace(favour_kernel_5(evo.propose())[0], val_accuracy=0.99, cost=Cost(4 * 10 ** 6, 1))
+    points = evo.derived_points(final)
+    assert [p.get("final", False) for p in points] == [False] * settings.spaces_per_generation + [True]
+    assert points[-1] == {**final.derived(), "generation": 1, "final": True}
+    assert evo.arch_reward(points[-1]) == pytest.approx(0.99 * 4 ** -0.07)  # over the target: softly penalised
+    assert all(evo.arch_reward(p) == space_reward(p["val_accuracy"], p["madds"], 1e6, -0.07) for p in points)

@@ -9,6 +9,9 @@ import pytest
 from pipeline.errors import RunFailedError, SearchInputError, cause
 from pipeline.evolution_run import check_searches
 from pipeline.ray_eval import SpaceEvaluation
+from spaces.cost import Cost
+from spaces.reference import reference_arch
+from spaces.search import SearchResult
 
 RAY_ERROR = ("Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nTraceback (most recent call last):\n"
              '  File "ray_eval.py", line 9, in _search\n    raise RuntimeError("injected fault (always)")\n'
@@ -16,7 +19,7 @@ RAY_ERROR = ("Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nTr
 
 
 def _ok(index: int) -> SpaceEvaluation:
-    return SpaceEvaluation(index, True, {"arch": "a"}, None, 1.0, 1)
+    return SpaceEvaluation(index, True, SearchResult(reference_arch(1, 28, 10), Cost(), 0.5), None, 1.0, 1)
 
 
 def _failed(index: int, error: str = RAY_ERROR, input_error: bool = False) -> SpaceEvaluation:

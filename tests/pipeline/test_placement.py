@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import load_config
+from pipeline.ray_eval import SpaceEvaluation
 from pipeline.placement import PLACEMENTS, format_nodes, node_summary, node_tags, read_placements, run_nodes
 from pipeline.tracking import Tracker
 
@@ -76,9 +77,9 @@ def test_each_space_run_in_mlflow_is_tagged_with_its_node(placed_run: Path, tmp_
     tracker = Tracker(load_config(None, []).model_copy(update={"out_dir": tmp_path / "mlruns"}))
     report = json.loads((placed_run / "evolution.json").read_text())["history"][1]
     gen = placed_run / "generations" / "gen-1"
-    evaluations = json.loads((gen / "results.json").read_text())
+    evaluations = [SpaceEvaluation.from_dict(e) for e in json.loads((gen / "results.json").read_text())]
     assert tracker.log_generation(report, json.loads((gen / "spaces.json").read_text()),
-                                  [e["result"] for e in evaluations], {}, [e["placements"] for e in evaluations])
+                                  [e.result for e in evaluations], {}, [e.placements for e in evaluations])
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`autospace.kind` = 'space'")
     tags = {int(r.data.tags["autospace.space"]): r.data.tags for r in runs}
     assert tags[0]["autospace.node_id"] == HEAD["node_id"] and "autospace.attempt_nodes" not in tags[0]

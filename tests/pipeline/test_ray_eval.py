@@ -14,7 +14,6 @@ import ray
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.ray_eval import SpaceEvaluation, _prepare_space_dir, evaluate_spaces, trial_capacity
 from pipeline.weight_pool import load_pool, merge_pools
-from spaces.arch import Arch
 from spaces.latency import LatencyTable
 from spaces.supernet import space_latency_keys
 from spaces.space import SearchSpace
@@ -51,11 +50,11 @@ def assert_searched(evaluation: SpaceEvaluation, space: SearchSpace) -> None:
     assert evaluation.ok and evaluation.error is None, evaluation.error
     result = evaluation.result
     assert result is not None
-    assert space.contains(Arch.parse(result["arch"]))
-    assert 0.0 <= result["val_accuracy"] <= 1.0
-    assert result["madds"] > 0 and result["params"] > 0
-    assert len(result["history"]) == 2 and result["probabilities"]
-    assert evaluation.attempts == 1 and evaluation.wall_seconds > result["wall_seconds"] > 0
+    assert space.contains(result.arch)
+    assert 0.0 <= result.val_accuracy <= 1.0
+    assert result.cost.madds > 0 and result.cost.params > 0
+    assert len(result.history) == 2 and result.probabilities
+    assert evaluation.attempts == 1 and evaluation.wall_seconds > result.wall_seconds > 0
 
 
 def test_capacity_counts_workers_cpus_and_caps_the_configured_limit(ray_cluster: dict[str, float],
@@ -87,7 +86,7 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     assert [e.index for e in evaluations] == [0, 1]
     for evaluation, space in zip(evaluations, spaces):
         assert_searched(evaluation, space)
-    assert [Arch.parse(e.result["arch"]).input_size for e in evaluations] == [12, 8]
+    assert [e.result.arch.input_size for e in evaluations] == [12, 8]
     assert [e.placements for e in evaluations] == [[[local_node()]]] * 2  # one attempt, one worker, here
     assert (tmp_path / "gen-0" / "space-1" / "search.pt").exists()
     assert (tmp_path / "gen-0" / "gen-0").is_dir()  # Tune's experiment under storage, not ~/ray_results
@@ -95,13 +94,13 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     assert copy == evaluations[0]
     assert wait_for_free_cpus() == ray_cluster["CPU"]
     # the next generation starts from what these searches learned: their merged weights and logit priors
-    assert all(e.result["cell_effects"]["samples"] > 0 and e.result["warm_started"] == 0 for e in evaluations)
+    assert all(e.result.cell_effects.samples > 0 and e.result.warm_started == 0 for e in evaluations)
     pool = tmp_path / "gen-0" / "pool.pt"
     merge_pools(None, [(tmp_path / "gen-0" / f"space-{i}" / "cells.pt", 0.5) for i in range(2)], pool)
-    logits = [[[0.5] * len(layer) for layer in stage] for stage in evaluations[0].result["probabilities"]["cells"]]
+    logits = [[[0.5] * len(layer) for layer in stage] for stage in evaluations[0].result.probabilities["cells"]]
     [again] = evaluate_spaces([space_at(12)], tiny_config(tiny_dataset), tiny_dataset, tmp_path / "gen-1", "gen-1",
                               pool=pool, cell_logits=[logits])
-    assert again.ok and again.result["warm_started"] == len(load_pool(pool))
+    assert again.ok and again.result.warm_started == len(load_pool(pool))
 
 
 def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
@@ -118,8 +117,8 @@ def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
     table = LatencyTable.load(table_path, runtime="torch", batch=1)
     assert set(space_latency_keys(space_at(12))) <= set(table.entries)
     result = evaluation.result
-    assert result["predicted_latency_ms"] == pytest.approx(table.predict(Arch.parse(result["arch"])))
-    assert all(h["expected_latency_ms"] > 0 for h in result["history"])
+    assert result.predicted_latency_ms == pytest.approx(table.predict(result.arch))
+    assert all(h["expected_latency_ms"] > 0 for h in result.history)
     assert wait_for_free_cpus() == ray_cluster["CPU"]
 
 
@@ -145,7 +144,7 @@ def test_a_failed_worker_is_retried_and_the_trial_succeeds(faulty_run: tuple[lis
     assert (storage / "space-0" / "fault-injected").exists()
     assert retried.ok and retried.attempts == 2, retried.error
     assert retried.placements == [[local_node()]] * 2  # each attempt says where it ran
-    assert space_at(12).contains(Arch.parse(retried.result["arch"]))
+    assert space_at(12).contains(retried.result.arch)
 
 
 def test_a_trial_that_keeps_failing_is_reported_not_raised(ray_cluster: dict[str, float],

@@ -11,8 +11,10 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.config import load_config
+from pipeline.ray_eval import SpaceEvaluation
 from pipeline.run_tables import experiment_page
 from pipeline.tracking import CURVES, KIND, KIND_TAG, Tracker
+from spaces.search import SearchResult
 from tests.mlflow_server import mlflow_server
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "quickstart-run"
@@ -38,12 +40,12 @@ def test_a_new_experiment_is_a_model_training_one_and_a_set_kind_is_kept(tmp_pat
     assert client.get_experiment(untagged).tags[KIND_TAG] == "genai_development"
 
 
-def _log_fixture_generation(tracker: Tracker) -> tuple[list[dict], list[str]]:
+def _log_fixture_generation(tracker: Tracker) -> tuple[list[SearchResult], list[str]]:
     """Generation 0 of the real quick-start run logged through the tracker; its results and space run ids."""
     report = json.loads((FIXTURE / "evolution.json").read_text())["history"][0]
     gen = FIXTURE / "generations" / "gen-0"
     spaces = json.loads((gen / "spaces.json").read_text())
-    results = [e["result"] if e["ok"] else None for e in json.loads((gen / "results.json").read_text())]
+    results = [SpaceEvaluation.from_dict(e).result for e in json.loads((gen / "results.json").read_text())]
     assert tracker.log_generation(report, spaces, results, {"format": "autospace-evolution/1"})
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`autospace.kind` = 'space'")
     runs = sorted(runs, key=lambda r: int(r.data.tags["autospace.space"]))
@@ -55,7 +57,7 @@ def test_per_epoch_search_curves_are_metric_histories(tmp_path: Path) -> None:
     results, run_ids = _log_fixture_generation(tracker)
     assert len(run_ids) == len(results) == 2
     for result, run_id in zip(results, run_ids):
-        history = result["history"]
+        history = result.history
         assert len(history) >= 2
         for key in CURVES:
             logged = sorted(tracker.client.get_metric_history(run_id, f"search_{key}"), key=lambda m: m.step)
@@ -63,7 +65,7 @@ def test_per_epoch_search_curves_are_metric_histories(tmp_path: Path) -> None:
             assert [m.step for m in logged] == [step for step, _ in expected]
             assert [m.value for m in logged] == pytest.approx([value for _, value in expected])
         # the run's single-valued metrics are untouched by the curves
-        assert tracker.client.get_run(run_id).data.metrics["val_accuracy"] == pytest.approx(result["val_accuracy"])
+        assert tracker.client.get_run(run_id).data.metrics["val_accuracy"] == pytest.approx(result.val_accuracy)
     # logging is still exactly once per generation
     assert not tracker.log_generation(json.loads((FIXTURE / "evolution.json").read_text())["history"][0], [], [], {})
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from spaces.cost import arch_cost
-from spaces.derive import budget_cost, derive_on_budget, inherited_accuracy
+from spaces.budget import budget_cost
+from spaces.derive import derive_on_budget, inherited_accuracy
 from spaces.search import SearchSettings, search
 from spaces.supernet import DenseNASSupernet, DMaskingSupernet, Supernet
 from tests.spaces.tiny_space import quadrant_data, tiny_space

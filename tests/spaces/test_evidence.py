@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spaces.derive import budget_cost
+from spaces.budget import budget_cost
 from spaces.evidence import _ridge_effects, cell_effects, uniform_choice
 from spaces.supernet import DMaskingSupernet
 from tests.spaces.tiny_space import quadrant_data, tiny_space
