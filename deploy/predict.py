@@ -23,7 +23,7 @@ import numpy as np
 from deploy.errors import RegistryError
 from deploy.registry import existing_store, load_registered
 
-__all__ = ["MAX_IMAGE_PIXELS", "Prediction", "load_inputs", "predict_arrays", "predict_images", "register"]
+__all__ = ["MAX_IMAGE_PIXELS", "Prediction", "load_inputs", "predict_arrays", "predict_images", "run_predict"]
 
 DEFAULT_SPLIT = "test"
 _IMAGE_MODES = {1: "L", 3: "RGB"}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 
 from spaces.errors import cut
-from spaces.ops import ACTIVATIONS, ConvOp, MBConvOp, Op, SEOp, SkipOp, SpecError
+from spaces.ops import ConvOp, MBConvOp, Op, SEOp, SkipOp, SpecError
 
 __all__ = ["decode_op", "decode_ops", "encode_op", "encode_ops", "BLOCK_TYPES"]
 

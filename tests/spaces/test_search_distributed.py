@@ -31,7 +31,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from spaces.search import SearchData, SearchSettings, search
+from spaces.search import SearchSettings, search
 from spaces.supernet import slicing
 from spaces.space import SearchSpace
 from tests.spaces.tiny_space import quadrant_data
