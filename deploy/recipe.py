@@ -87,11 +87,15 @@ class Training:
         self.ema = AveragedModel(self.net, multi_avg_fn=warm_ema(recipe.ema_decay)) if recipe.ema_decay else None
         self.order = torch.Generator().manual_seed(recipe.seed)  # the same on every rank: one global batch order
         self.history: list[dict[str, float]] = []
-        self.steps = 0
 
     @property
     def epoch(self) -> int:
         return len(self.history)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken, at an epoch boundary (every epoch runs ``steps_per_epoch``)."""
+        return self.epoch * self.steps_per_epoch
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 at the end of ``epochs``."""
@@ -112,13 +116,16 @@ class Training:
         def forward(batch: torch.Tensor) -> torch.Tensor:
             return self.net(self.augment(batch, draws).contiguous(memory_format=torch.channels_last))
 
+        step = self.steps
+
         def after_step() -> None:
-            self.steps += 1
-            self._set_lr()
+            nonlocal step
+            step += 1
+            self._set_lr(step)
             if self.ema is not None:
                 self.ema.update_parameters(self.net)
 
-        lr = self._set_lr()
+        lr = self._set_lr(step)
         self.net.train()
         loss = train_epoch(forward, list(self.net.parameters()), self.optimizer, x, y, self.recipe.batch_size,
                            self.order, before_step=after_step, label_smoothing=self.hparams.label_smoothing)
@@ -135,15 +142,14 @@ class Training:
         """
         return self.net if self.ema is None else self.ema.module
 
-    def _set_lr(self) -> float:
-        lr = self.learning_rate(self.steps)
+    def _set_lr(self, step: int) -> float:
+        lr = self.learning_rate(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "steps": self.steps,
-                "epochs": self.epochs, "ema": None if self.ema is None else self.ema.state_dict(),
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epochs": self.epochs, "ema": None if self.ema is None else self.ema.state_dict(),
                 "order": self.order.get_state(), "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -152,4 +158,4 @@ class Training:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.order.set_state(state["order"])
-        self.history, self.steps, self.epochs = state["history"], state["steps"], state["epochs"]
+        self.history, self.epochs = state["history"], state["epochs"]

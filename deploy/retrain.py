@@ -72,7 +72,7 @@ from spaces.arch import Arch
 from spaces.atomic import write_atomically
 from spaces.errors import cut
 from spaces.search import read_checkpoint
-from spaces.training import evaluate, recalibrate_bn, world
+from spaces.training import evaluate, recalibrate_bn, steps_per_epoch, world
 from spaces.supernet import resize_input
 
 __all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
@@ -389,7 +389,7 @@ def _tuning_trial(params: dict[str, Any], *, arch: str, config: dict, data_path:
     model = Arch.parse(arch)
     (x, y), (x_val, y_val) = _splits(settings, Path(data_path), model, "train", "val")
     training = Training(model, Hyperparameters.from_dict(params), settings.retrain, settings.retrain.tuning_epochs,
-                         _steps_per_epoch(len(x), settings.retrain.batch_size))
+                         steps_per_epoch(len(x), settings.retrain.batch_size))
     for _ in range(settings.retrain.tuning_epochs):
         record = training.run_epoch(x, y)
         tune.report({METRIC: evaluate(training.net, x_val, y_val), "train_loss": record["train_loss"]})
@@ -407,7 +407,7 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = _splits(config, Path(loop_config["data_path"]), arch,
                                                                    "train", "val", "test")
     x, y = torch.cat([x_train, x_val]), torch.cat([y_train, y_val])
-    training = Training(arch, hparams, settings, settings.epochs, _steps_per_epoch(len(x), settings.batch_size), rank)
+    training = Training(arch, hparams, settings, settings.epochs, steps_per_epoch(len(x), settings.batch_size), rank)
     run = loop_config["run"]
     checkpoint = storage / "checkpoint.pt"
     if checkpoint.exists():
@@ -429,11 +429,6 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     write_atomically(storage / "weights.pt", lambda temp: torch.save(net.state_dict(), temp))
     return {"test_accuracy": test_accuracy, "history": training.history, "epochs": training.epochs}
-
-
-def _steps_per_epoch(images: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch of :func:`spaces.training.batches` (the last partial batch is dropped)."""
-    return images // min(batch_size, images)
 
 
 def _epochs_within(minutes: float, epochs: int, first_epoch_seconds: float) -> int:

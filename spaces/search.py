@@ -52,7 +52,7 @@ from spaces.space import SearchSpace
 from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
                              temperature)
 from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, recalibrate_bn,
-                             train_epoch, world)
+                             steps_per_epoch, train_epoch, world)
 
 __all__ = ["DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart",
            "choice_entropy", "cost_aware_loss", "read_checkpoint", "search"]
@@ -319,12 +319,12 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         val_order.set_state(state["val_order"])
         history, first_epoch = state["history"], state["epoch"]
 
-    steps_per_epoch = max(len(data.x_train) // min(settings.batch_size, len(data.x_train)), 1)
-    step = first_epoch * steps_per_epoch
+    epoch_steps = steps_per_epoch(len(data.x_train), settings.batch_size)
+    step = first_epoch * epoch_steps
 
     def tau() -> float:
         """Per-step exponential decay over the whole search."""
-        return temperature(step / max(settings.epochs * steps_per_epoch - 1, 1), settings.tau_start,
+        return temperature(step / max(settings.epochs * epoch_steps - 1, 1), settings.tau_start,
                            settings.tau_end)
 
     def draw(gates: bool) -> object:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["CALIBRATION_IMAGES", "average_buffers", "average_gradients", "batches", "cycle", "evaluate", "recalibrate_bn",
-           "train_epoch", "world"]
+           "steps_per_epoch", "train_epoch", "world"]
 
 
 CALIBRATION_IMAGES = 512  # training images a child's BN statistics are re-estimated on
@@ -71,6 +71,11 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[tor
     batch_size = min(batch_size, n)
     for start in range(0, n - batch_size + 1, batch_size):
         yield order[start:start + batch_size][rank::size]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Global batches in one epoch of :func:`batches` over ``n`` images (the last partial one is dropped)."""
+    return max(n // min(batch_size, n), 1)
 
 
 def cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
