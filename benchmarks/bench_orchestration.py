@@ -8,9 +8,18 @@ Measured side by side in one run, on the same space, data and settings:
    ``evaluate_spaces`` call, and the search time measured inside the worker;
 3. the same through 2 Train workers (data-parallel, 1 CPU each).
 
-Prints the overhead of (2) over (1) and the samples/s of (3) over (2). Usage::
+Prints the overhead of (2) over (1) and the samples/s of (3) over (2) in the
+search's training epochs (derivation, cell evidence and the derived child's
+fine-tuning run in full on every rank, so the whole call does not split), for
+each search batch size asked for (the all-reduce costs the same per step whatever
+the batch, so 2 workers pay off from some batch size on). ``--nodes 2`` runs the Ray
+rows on a real 2-node cluster on this machine (``ray start`` head + worker, 1 CPU
+each, as ``tests/ray_nodes.py`` starts it): the trial and its workers then
+spread over nodes. Usage::
 
-    .venv/bin/python benchmarks/bench_orchestration.py --train 3000 --epochs 3
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --train 3000 --epochs 3
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --space spaces/data/default_space.yaml \
+        --batch 64 256 --nodes 2
 """
 
 from __future__ import annotations
@@ -29,18 +38,39 @@ from pipeline.config import load_config
 from pipeline.ray_eval import evaluate_spaces
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table
-from spaces.search import search
+from spaces.search import SearchResult, search
+from tests.ray_nodes import LocalRayCluster
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "configs" / "quickstart.yaml")
+    parser.add_argument("--space", type=Path, help="a space file instead of the config's")
     parser.add_argument("--train", type=int, default=3000, help="training images")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, nargs="+", help="search batch sizes (default: the config's)")
+    parser.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="Ray nodes of 1 CPU each (2: ray start)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     overrides = [f"data.train_limit={args.train}", f"search.epochs={args.epochs}", "search.warmup_epochs=1",
-                 "ray.cpus_per_worker=1.0"]
+                 "ray.cpus_per_worker=1.0"] + ([f"space.file={args.space.resolve()}"] if args.space else [])
+    cluster = LocalRayCluster().start(workers=1) if args.nodes == 2 else None
+    if cluster:
+        overrides.append(f"ray.address={cluster.address}")
+    try:
+        ratios = {}
+        for batch in args.batch or [None]:
+            ratios[batch] = _compare(args, overrides + ([f"search.batch_size={batch}"] if batch else []))
+    finally:
+        ray.shutdown()
+        if cluster:
+            cluster.stop()
+    print("\n2 workers vs 1 worker, samples/s of the training epochs, by batch size: "
+          + ", ".join(f"{batch or 'config'}: {ratio:.2f}x" for batch, ratio in ratios.items()))
+
+
+def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
+    """One table (direct, Ray 1 worker, Ray 2 workers); returns 2 workers' samples/s over 1 worker's."""
     config = load_config(args.config, overrides)
     data_path, info = dataset_info(config)
     space = load_space(config, info)
@@ -53,9 +83,11 @@ def main() -> None:
     direct = search(space, data, settings)
     direct_s = time.perf_counter() - start
 
-    ensure_ray(config)
+    joined = ensure_ray(config)
+    if joined:
+        print(joined)
     rows = [["direct (this process)", f"{direct_s:.1f}", f"{direct.wall_seconds:.1f}", f"{samples / direct_s:.0f}",
-             "-"]]
+             f"{samples / _training_seconds(direct):.0f}", "-"]]
     timings = {}
     for workers in (1, 2):
         config_w = load_config(args.config, overrides + [f"ray.workers_per_trial={workers}"])
@@ -66,14 +98,21 @@ def main() -> None:
         if not evaluation.ok:
             raise SystemExit(f"trial failed: {evaluation.error}")
         inner = evaluation.result.wall_seconds
-        timings[workers] = inner
+        timings[workers] = _training_seconds(evaluation.result)
         rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{inner:.1f}",
-                     f"{samples / inner:.0f}", f"{100 * (total - direct_s) / direct_s:+.0f}%"])
-    ray.shutdown()
-    print(f"space {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
-          f"batch {settings.batch_size}")
-    print(format_table(["path", "wall s", "search s (inside)", "samples/s (inside)", "overhead vs direct"], rows))
-    print(f"\n2 workers vs 1 worker, samples/s inside the search: {timings[1] / timings[2]:.2f}x")
+                     f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
+                     f"{100 * (total - direct_s) / direct_s:+.0f}%"])
+    print(f"\nspace {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
+          f"batch {settings.batch_size}; {args.nodes} Ray node(s)")
+    print(format_table(["path", "wall s", "search s (inside)", "samples/s (inside)", "samples/s (training)",
+                        "overhead vs direct"], rows))
+    print(f"2 workers vs 1 worker, samples/s of the training epochs: {timings[1] / timings[2]:.2f}x")
+    return timings[1] / timings[2]
+
+
+def _training_seconds(result: SearchResult) -> float:
+    """The search's training epochs alone (weight and architecture steps): the part data parallelism splits."""
+    return sum(record["train_seconds"] for record in result.history)
 
 
 if __name__ == "__main__":

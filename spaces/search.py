@@ -361,13 +361,15 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                 arch_step()
             step += 1
 
+        epoch_start = time.perf_counter()
         train_loss = train_epoch(weights_forward, weights, w_opt, data.x_train, data.y_train, settings.batch_size,
                                  data_order, before_step=after_weight_step)
+        train_seconds = time.perf_counter() - epoch_start  # the data-parallel part, for scaling benchmarks
         for p in arch_params:  # relaxed weight steps leave gradients on the logits; they must not leak
             p.grad = None
         average_buffers(net)
         schedule.step()
-        record = {"epoch": epoch, "tau": epoch_tau, "train_loss": train_loss,
+        record = {"epoch": epoch, "tau": epoch_tau, "train_loss": train_loss, "train_seconds": train_seconds,
                   "arch_loss": sum(arch_losses) / len(arch_losses) if arch_losses else None,
                   **pricing.expected(), "entropy": choice_entropy(net.probabilities())["mean"],
                   "derived": net.arch(net.derive()).encode()}

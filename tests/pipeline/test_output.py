@@ -113,6 +113,44 @@ def test_third_party_deprecations_are_silenced_unless_verbose(tmp_path: Path) ->
         assert logging.getLogger("ray").level == logging.INFO
 
 
+_MANY_WORKERS = """
+import sys, time
+from pipeline.quiet import quiet_third_party
+quiet_third_party(verbose=sys.argv[1] == "--verbose")
+import ray
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+@ray.remote(num_cpus=0)
+class Idle:
+    def ping(self) -> int:
+        return 1
+
+actors = [Idle.remote() for _ in range(6)]
+ray.get([actor.ping.remote() for actor in actors])
+time.sleep(3)  # the raylet's notice reaches the driver through an asynchronous listener
+ray.shutdown()
+"""
+
+
+def test_the_raylets_worker_pool_notice_is_shown_only_with_verbose() -> None:
+    """Six workers on a 1-CPU Ray are 4x its start-up concurrency: the raylet's notice, printed on stdout by Ray.
+
+    The raylet discounts 2 x ``max_io_workers`` (4 by default) from its count; with
+    none, six actors are enough to trigger the notice.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "RAY_max_io_workers": "0"}
+    env.pop("RAY_DEDUP_LOGS_SKIP_REGEX", None)
+    printed = {}
+    for flag in ("", "--verbose"):
+        done = subprocess.run([sys.executable, "-c", _MANY_WORKERS, flag], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        printed[flag] = done.stdout + done.stderr
+    notice = "worker processes have been started on node"
+    assert notice in printed["--verbose"]
+    assert notice not in printed[""]
+
+
 def test_resume_off_a_terminal_without_and_with_verbose(tiny_dataset: Path, tmp_path: Path) -> None:
     """A real Ray start in a real process: its start-up log only with --verbose; progress as plain lines."""
     run = tmp_path / "run"
