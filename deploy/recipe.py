@@ -149,7 +149,8 @@ class Training:
         return lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epochs": self.epochs, "ema": None if self.ema is None else self.ema.state_dict(),
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epochs": self.epochs,
+                "ema": None if self.ema is None else self.ema.state_dict(),
                 "order": self.order.get_state(), "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CALIBRATION_IMAGES", "average_buffers", "average_gradients", "batches", "cycle", "evaluate", "recalibrate_bn",
-           "steps_per_epoch", "train_epoch", "world"]
+__all__ = ["CALIBRATION_IMAGES", "average_buffers", "average_gradients", "batches", "cycle", "evaluate",
+           "recalibrate_bn", "steps_per_epoch", "train_epoch", "world"]
 
 
 CALIBRATION_IMAGES = 512  # training images a child's BN statistics are re-estimated on
