@@ -68,8 +68,8 @@ class Hyperparameters:
 class Training:
     """One network's training state and epoch step (data-parallel under ``torch.distributed``).
 
-    ``epochs`` is the length of the cosine schedule; the final training may shorten it after
-    its first epoch to fit a time budget. The state dict holds everything a resume needs.
+    ``epochs`` is the length of the cosine schedule; the final training re-plans it after
+    every epoch to fit a time budget. The state dict holds everything a resume needs.
     """
 
     def __init__(self, arch: Arch, hparams: Hyperparameters, recipe: RetrainConfig, epochs: int,

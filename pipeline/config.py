@@ -195,7 +195,7 @@ class RetrainConfig(_Section):
     ema_decay: float = Field(0.0, ge=0, lt=1, description="per-step EMA of the weights, which become the final "
                              "model; 0 = off")
     minutes: float | None = Field(None, gt=0, description="wall-time budget of one final training: the epochs "
-                                  "are cut to what fits, timed on the first; null = no limit")
+                                  "are cut to what fits, re-planned after each one; null = no limit")
     tuning_minutes: float | None = Field(None, gt=0, description="wall-time budget of one architecture's tuning "
                                          "(Tune's time_budget_s); null = no limit")
     seed: int = 0

@@ -88,6 +88,15 @@ def test_a_restored_state_continues_exactly_as_the_uninterrupted_run() -> None:
 
 
 def test_the_time_budget_cuts_epochs_to_what_fits() -> None:
-    assert _epochs_within(minutes=10, epochs=60, first_epoch_seconds=60) == 10
-    assert _epochs_within(minutes=10, epochs=6, first_epoch_seconds=60) == 6  # fits: the configured epochs
-    assert _epochs_within(minutes=0.5, epochs=6, first_epoch_seconds=60) == 1  # the one already done
+    assert _epochs_within(minutes=10, epochs=60, planned=60, seconds=[60]) == 10
+    assert _epochs_within(minutes=10, epochs=6, planned=6, seconds=[60]) == 6  # fits: the configured epochs
+    assert _epochs_within(minutes=0.5, epochs=6, planned=6, seconds=[60]) == 1  # the one already done
+
+
+def test_the_plan_follows_the_pace_after_the_first_epoch() -> None:
+    # A slow first epoch planned 10; later epochs at 40 s leave 600 - 60 - 3 * 40 = 420 s: 10 more.
+    assert _epochs_within(minutes=10, epochs=60, planned=10, seconds=[60, 40, 40, 40]) == 14
+    # One slow epoch does not move the pace (the median of those after the first).
+    assert _epochs_within(minutes=10, epochs=60, planned=14, seconds=[60, 40, 90, 40]) == 13
+    # Epochs slower than planned shorten it, never below the epochs done.
+    assert _epochs_within(minutes=10, epochs=60, planned=10, seconds=[60, 200, 200]) == 3
