@@ -11,12 +11,14 @@ Variants, timed interleaved in every round on the same real training images:
 - ``project 1 thread``: the same on one thread (what a tuning trial gets).
 
 Images/s are medians over rounds; ``ratio`` is over ``eager``. Then the claim
-"same accuracy": ``eager`` and ``eager channels-last`` train the same batches
-from the same initial weights for ``--accuracy-steps`` steps and their
-validation accuracies are printed side by side (the layout changes the order of
-float operations, not the maths).
+"same accuracy": for each of ``--accuracy-seeds`` seeds, ``eager`` and ``eager
+channels-last`` train the same batches from the same initial weights for
+``--accuracy-steps`` steps; their validation accuracies are printed side by
+side with the paired mean difference and its standard error (the layout changes
+the order of float operations, not the maths).
 
     PYTHONPATH=. python benchmarks/bench_train_throughput.py [--arch ARCH|RUN_DIR:N] [--rounds 7] [--batch 128]
+        [--accuracy-steps 150] [--accuracy-seeds 5]
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--accuracy-steps", type=int, default=150)
+    parser.add_argument("--accuracy-seeds", type=int, default=5, help="paired seeds of the same-accuracy check")
     args = parser.parse_args()
     arch, _ = resolve_arch(args.arch)
     config = load_config(None, [f"retrain.batch_size={args.batch}", "retrain.flip_probability=0.5",
-                                "retrain.erasing_probability=0.3", "retrain.warmup_epochs=1", "retrain.ema_decay=0.999"])
+                                "retrain.erasing_probability=0.3", "retrain.warmup_epochs=1",
+                                "retrain.ema_decay=0.999"])
     dataset = load_dataset(resolve_dataset(config))
     x, y = (resize_input(t, arch.input_size) if t.is_floating_point() else t for t in dataset.split("train"))
     x_val, y_val = (resize_input(t, arch.input_size) if t.is_floating_point() else t
@@ -124,23 +128,39 @@ def main() -> None:
     for name, r in rates.items():
         print(f"  {name:<22} {statistics.median(r):>9.0f} {statistics.median(r) / base:>6.2f}")
     print(f"  ratio project / eager: {statistics.median(rates['project']) / base:.2f}")
-    accuracy_check(arch, x, y, x_val, y_val, args.batch, args.accuracy_steps)
+    accuracy_check(arch, x, y, x_val, y_val, args.batch, args.accuracy_steps, args.accuracy_seeds)
 
 
 def accuracy_check(arch: Arch, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-                   batch: int, steps: int) -> None:
-    """Val accuracy of the eager loop in both layouts after the same steps on the same batches from the same init."""
-    accuracies, losses = {}, {}
-    for channels_last in (False, True):
-        torch.manual_seed(0)
-        net = ChildNet(arch).train()
-        step = eager_step(net, channels_last)
-        for i in range(steps):
-            loss = step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
-        net.eval()
-        accuracies[channels_last], losses[channels_last] = evaluate(net, x_val, y_val), loss
-    print(f"\nsame steps ({steps} x {batch} images), same init: val accuracy NCHW {accuracies[False]:.4f} "
-          f"vs channels-last {accuracies[True]:.4f}; last loss {losses[False]:.4f} vs {losses[True]:.4f}")
+                   batch: int, steps: int, seeds: int) -> None:
+    """Val accuracy of the eager loop in both layouts, per seed: same init and batches within a seed, paired.
+
+    One seed cannot tell a layout effect from chaos: early in training a change of float order
+    alone sends two runs apart by a few points, either way. The paired mean difference and its
+    standard error over seeds can.
+    """
+    print(f"\nsame steps ({steps} x {batch} images), same init and batches per seed: val accuracy")
+    print(f"  {'seed':>4} {'NCHW':>7} {'channels-last':>13} {'diff':>7}")
+    rows = []
+    for seed in range(seeds):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:steps * batch]
+        accuracy = {}
+        for channels_last in (False, True):
+            torch.manual_seed(seed)
+            net = ChildNet(arch).train()
+            step = eager_step(net, channels_last)
+            for i in range(steps):
+                picked = order[i * batch:(i + 1) * batch]
+                step(x[picked], y[picked])
+            net.eval()
+            accuracy[channels_last] = evaluate(net, x_val, y_val)
+        rows.append((accuracy[False], accuracy[True]))
+        print(f"  {seed:>4} {accuracy[False]:>7.4f} {accuracy[True]:>13.4f} {accuracy[True] - accuracy[False]:>+7.4f}")
+    diffs = [cl - nchw for nchw, cl in rows]
+    error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    print(f"  mean NCHW {statistics.mean(r[0] for r in rows):.4f}, channels-last "
+          f"{statistics.mean(r[1] for r in rows):.4f}; paired difference {statistics.mean(diffs):+.4f} "
+          f"± {error:.4f} (s.e., {len(diffs)} seeds)")
 
 
 if __name__ == "__main__":

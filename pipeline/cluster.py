@@ -5,7 +5,10 @@ process's own (``ray.init(address="local")``): a plain ``ray.init()`` would join
 whatever cluster ``ray start`` left on the machine (or ``RAY_ADDRESS`` names), so
 a "local" run could land on a shared, busy cluster without a word. Joining an
 existing cluster happens only when asked, ``auto`` (the machine's current cluster)
-or an address, and :func:`ensure_ray` then says which cluster it joined.
+or an address, and :func:`ensure_ray` then says which cluster it joined. An
+address where nothing answers fails in seconds with the fix (``ray.init`` would
+retry it for minutes): a cluster restarted elsewhere is resumed with
+``autospace resume RUN --ray-address HOST:PORT``.
 
 Listening addresses. Ray's GCS, raylet and worker gRPC servers listen on
 127.0.0.1 only when the node's address is 127.0.0.1, and on every interface
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,11 +58,12 @@ HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 LOCAL = "local"  # ray.init's address for "start a new local Ray, whatever else runs on the machine"
 # A sliver of the resource only the head node has (Ray's HEAD_NODE_RESOURCE_NAME): "schedule this on the head".
 ON_HEAD = {"node:__internal_head__": 0.001}
+PROBE_SECONDS = 5.0  # how long a cluster's head may take to accept a connection
 
 
 def init_address(address: str | None) -> str:
-    """The ``ray.init`` address for a configured ``ray.address``: null means a Ray of our own."""
-    return LOCAL if address is None else address
+    """The ``ray.init`` address for a configured ``ray.address``: null (or ``local``) means a Ray of our own."""
+    return LOCAL if address in (None, LOCAL) else address
 
 
 def ensure_ray(config: Config) -> str | None:
@@ -83,11 +88,28 @@ def ensure_ray(config: Config) -> str | None:
         finally:
             ray_constants.ENABLE_RAY_CLUSTER = clusters_enabled
         return None
+    _check_reachable(address)
     ray.init(address=address, log_to_driver=False)
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     cpus = ray.cluster_resources().get("CPU", 0.0)
     return (f"ray: joined the cluster at {ray.get_runtime_context().gcs_address} (ray.address={address}): "
             f"{_count(cpus, 'CPU')} on {_count(nodes, 'node')}")
+
+
+def _check_reachable(address: str) -> None:
+    """A ConfigError naming the fix when nothing listens at ``address`` (``auto`` is Ray's to resolve)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"ray.address={address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as err:
+        raise ConfigError(f"no Ray cluster answers at ray.address={address} ({err.strerror or err}); start it "
+                          f"(`ray start --head --port {port}`) or give the cluster's address: "
+                          "--set ray.address=HOST:PORT for a new run, "
+                          "`autospace resume RUN --ray-address HOST:PORT` for a run to resume") from None
 
 
 def _count(n: float, noun: str) -> str:

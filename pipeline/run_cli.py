@@ -10,7 +10,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.cli import format_summary
 from pipeline.latency_table import measure_spaces, table_file
 from pipeline.progress import Progress
-from pipeline.run_dir import check_out_dir, read_run_config, read_status
+from pipeline.run_dir import check_out_dir, read_run_config, read_status, set_ray_address
 from pipeline.run_tables import fmt, format_run_summary, format_status
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import arch_label, format_table, human
@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_parser.set_defaults(func=run)
     resume_parser = subparsers.add_parser("resume", help="continue an interrupted run where it stopped")
     resume_parser.add_argument("out", type=Path, help="the run directory")
+    resume_parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                               help="resume on another Ray cluster (HOST:PORT, ray://HOST:PORT, auto, or local for a "
+                                    "Ray of its own), e.g. one restarted at a new address; saved in the run's config")
     _add_wide(resume_parser)
     resume_parser.set_defaults(func=resume)
     status_parser = subparsers.add_parser("status", help="progress of a run: generations done, best so far")
@@ -172,6 +175,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resume(args: argparse.Namespace) -> int:
+    if args.ray_address is not None:
+        from pipeline.cluster import LOCAL
+
+        address = None if args.ray_address == LOCAL else args.ray_address
+        old = set_ray_address(args.out, address)
+        print(f"ray.address: {old or LOCAL} -> {address or LOCAL} (saved in {args.out / 'config.yaml'})")
     config = read_run_config(args.out)  # the run's own config: its generations size the progress
     summary = _follow(config, resume_run=True)
     print(format_run_summary(summary, args.out, args.wide))

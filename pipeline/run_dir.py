@@ -26,7 +26,8 @@ from spaces.atomic import write_text_atomically
 from spaces.errors import cut
 
 __all__ = ["FAULT_KILL_ENV", "RunPaths", "check_out_dir", "check_resumable", "heartbeat", "kill_run_at",
-           "prepare_run_dir", "read_run_config", "read_status", "record_driver", "resume_run_dir", "write_json"]
+           "prepare_run_dir", "read_run_config", "read_status", "record_driver", "resume_run_dir", "set_ray_address",
+           "write_json"]
 
 FAULT_KILL_ENV = "AUTOSPACE_FAULT_KILL_AT"  # fault drills only: the step at which the run SIGKILLs itself
 
@@ -217,6 +218,19 @@ def _absolute(config: Config) -> Config:
 
 def _write_config(paths: RunPaths, config: Config) -> None:
     write_text_atomically(paths.config, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def set_ray_address(out_dir: Path, address: str | None) -> str | None:
+    """Point a run at another Ray cluster (one restarted at a new address); returns the old ``ray.address``.
+
+    Only where the run executes changes, so the resume is still the same run; saved in
+    ``config.yaml`` so that later resumes go there too.
+    """
+    paths = RunPaths(Path(out_dir).resolve())
+    saved = _saved_config(paths)
+    if address != saved.ray.address:
+        _write_config(paths, saved.model_copy(update={"ray": saved.ray.model_copy(update={"address": address})}))
+    return saved.ray.address
 
 
 def resume_run_dir(out_dir: Path) -> Config:

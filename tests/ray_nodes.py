@@ -65,8 +65,8 @@ class LocalRayCluster:
     not wait on Ray's production health-check defaults.
     """
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()  # a given port: a cluster restarted at the address a run recorded
+    def __init__(self) -> None:
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO),
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}

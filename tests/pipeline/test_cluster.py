@@ -12,7 +12,9 @@ import pytest
 
 from pipeline.cluster import LOCAL, fail_once, init_address, worker_groups_that_fit
 from pipeline.config import ConfigError
-from tests.ray_nodes import REPO, LocalRayCluster
+from pipeline.run_dir import read_run_config, set_ray_address
+from tests.pipeline.test_pipeline_e2e import _write_config
+from tests.ray_nodes import REPO, LocalRayCluster, free_port
 
 
 def test_a_null_address_means_a_ray_of_our_own_and_joining_is_only_on_request() -> None:
@@ -37,6 +39,29 @@ def test_groups_that_fit_count_and_refuse_a_group_larger_than_the_cluster(ray_cl
     with pytest.raises(ConfigError, match=r"^the final training needs retrain.workers x ray.cpus_per_worker = "
                                           r"3 x 1.0 = 3 CPUs but the Ray cluster has 2; lower either setting$"):
         worker_groups_that_fit("the final training", 3, 1.0, "retrain.workers")
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once_and_resume_can_point_the_run_elsewhere(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    """``ray.init`` would retry a dead address for minutes; the CLI says what is wrong and how to fix it."""
+    dead, other = free_port(), free_port()
+    config = _write_config(tmp_path, tiny_dataset, ray=f"{{address: '127.0.0.1:{dead}'}}")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+
+    started = cli("run", "--config", str(config))
+    assert started.returncode != 0
+    assert f"no Ray cluster answers at ray.address=127.0.0.1:{dead}" in started.stderr
+    assert "autospace resume RUN --ray-address HOST:PORT" in started.stderr
+    run = tmp_path / "run"
+    resumed = cli("resume", str(run), "--ray-address", f"127.0.0.1:{other}")
+    assert f"ray.address: 127.0.0.1:{dead} -> 127.0.0.1:{other} (saved in {run / 'config.yaml'})" in resumed.stdout
+    assert f"no Ray cluster answers at ray.address=127.0.0.1:{other}" in resumed.stderr
+    assert read_run_config(run).ray.address == f"127.0.0.1:{other}"  # later resumes go there too
+    assert set_ray_address(run, None) == f"127.0.0.1:{other}"  # what `--ray-address local` saves
+    assert read_run_config(run).ray.address is None
 
 
 # ---- a real `ray start` cluster on this machine (slow) ---------------------------------------

@@ -140,7 +140,7 @@ def test_a_worker_node_lost_mid_generation_costs_only_a_retry_on_the_node_left(
     assert space_run.data.tags["autospace.node_id"] == head
 
 
-def test_a_run_whose_cluster_and_driver_died_resumes_on_the_cluster_restarted_at_its_address(
+def test_a_run_whose_cluster_and_driver_died_resumes_on_a_cluster_restarted_at_a_new_address(
         tiny_dataset: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_dataset)
     config.write_text(config.read_text().replace("generations: 2", "generations: 1"))
@@ -160,13 +160,15 @@ def test_a_run_whose_cluster_and_driver_died_resumes_on_the_cluster_restarted_at
         first.stop()  # ...and every node of its cluster
     assert not (run / "evolution.json").exists()
 
-    second = LocalRayCluster(port=first.port).start(workers=1)  # `ray up` again: same head address, new nodes
+    second = LocalRayCluster().start(workers=1)  # `ray up` again: new nodes, the head at another port
     try:
-        resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", "resume", str(run)], cwd=REPO,
-                                 env=second.env, capture_output=True, text=True, timeout=600)
+        resumed = subprocess.run([sys.executable, "-m", "pipeline.cli", "resume", str(run), "--ray-address",
+                                  second.address], cwd=REPO, env=second.env, capture_output=True, text=True,
+                                 timeout=600)
     finally:
         second.stop()
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"ray.address: {first.address} -> {second.address}" in resumed.stdout
     assert "2 CPUs on 2 nodes" in resumed.stdout
     evaluations = _results(run, 0)
     assert all(e["ok"] for e in evaluations)
