@@ -8,7 +8,10 @@ Measured side by side in one run, on the same space, data and settings:
    ``evaluate_spaces`` call, and the search time measured inside the worker;
 3. the same through 2 Train workers (data-parallel, 1 CPU each).
 
-Prints the overhead of (2) over (1) and the samples/s of (3) over (2) in the
+Prints the overhead of (2) over (1), split into where it goes (Tune: from
+``Tuner.fit`` to the trial function and back; Train: the trial function's
+``TorchTrainer.fit`` around the search, i.e. worker-group start, gloo set-up and
+data loading in the worker), and the samples/s of (3) over (2) in the
 search's training epochs (derivation, cell evidence and the derived child's
 fine-tuning run in full on every rank, so the whole call does not split), for
 each search batch size asked for (the all-reduce costs the same per step whatever
@@ -86,8 +89,8 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
     joined = ensure_ray(config)
     if joined:
         print(joined)
-    rows = [["direct (this process)", f"{direct_s:.1f}", f"{direct.wall_seconds:.1f}", f"{samples / direct_s:.0f}",
-             f"{samples / _training_seconds(direct):.0f}", "-"]]
+    rows = [["direct (this process)", f"{direct_s:.1f}", "-", "-", f"{direct.wall_seconds:.1f}",
+             f"{samples / direct_s:.0f}", f"{samples / _training_seconds(direct):.0f}", "-"]]
     timings = {}
     for workers in (1, 2):
         config_w = load_config(args.config, overrides + [f"ray.workers_per_trial={workers}"])
@@ -99,13 +102,15 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
             raise SystemExit(f"trial failed: {evaluation.error}")
         inner = evaluation.result.wall_seconds
         timings[workers] = _training_seconds(evaluation.result)
-        rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{inner:.1f}",
+        tune_s, train_s = total - evaluation.wall_seconds, evaluation.wall_seconds - inner
+        rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{tune_s:.1f}", f"{train_s:.1f}",
+                     f"{inner:.1f}",
                      f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
                      f"{100 * (total - direct_s) / direct_s:+.0f}%"])
     print(f"\nspace {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
           f"batch {settings.batch_size}; {args.nodes} Ray node(s)")
-    print(format_table(["path", "wall s", "search s (inside)", "samples/s (inside)", "samples/s (training)",
-                        "overhead vs direct"], rows))
+    print(format_table(["path", "wall s", "Tune s", "Train s", "search s (inside)", "samples/s (inside)",
+                        "samples/s (training)", "overhead vs direct"], rows))
     print(f"2 workers vs 1 worker, samples/s of the training epochs: {timings[1] / timings[2]:.2f}x")
     return timings[1] / timings[2]
 

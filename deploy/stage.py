@@ -5,7 +5,10 @@ which receives :func:`deploy_run` from the CLI as its ``DeployStage``; it is
 resumable step by step: ``deploy.json`` records, per architecture, the
 retrain result, the export report, the registered version and the promotion
 decision, each as soon as it is done, and a rerun skips every step already
-recorded (retraining itself resumes from its epoch checkpoints).
+recorded (retraining itself resumes from its epoch checkpoints). Those steps
+belong to one training: when the retrain settings changed (say a resumed copy
+of a run with a longer ``retrain.minutes``), the new model is exported,
+registered as a new version in an MLflow run of its own, and judged anew.
 
 Exactly once across kills (drilled in ``tests/pipeline/test_fault_drills.py``):
 an export cut short is redone from a clean folder; registration goes on in the
@@ -46,7 +49,7 @@ from spaces.errors import cut
 from spaces.search import CheckpointError
 
 __all__ = ["DeployInputs", "apply_champion_rule", "deploy_model", "deploy_run", "export_weights", "front_archs",
-           "load_child", "read_weights"]
+           "load_child", "read_weights", "records_training"]
 
 EXAMPLE_IMAGES = 64  # test images used for export parity and as the registry's input example
 
@@ -89,14 +92,24 @@ def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker
         write_json(record_path, record)
 
     for index, result in enumerate(results):
-        entry = by_arch.setdefault(result.arch, {"arch": result.arch})
+        entry = by_arch.get(result.arch, {})
+        if not records_training(entry, result):  # another training of the arch (other settings): another model
+            entry = by_arch[result.arch] = {"arch": result.arch}
         entry["predicted_latency_ms"] = predicted.get(result.arch)  # budget.latency_runtime, batch 1, run's table
-        start_run = partial(tracker.resume_child, "retrain", {"arch": result.arch},
+        # One MLflow run per training (its directory names the arch and settings), so a retrain with other
+        # settings registers a version of its own instead of finding the earlier training's.
+        start_run = partial(tracker.resume_child, "retrain",
+                            {"arch": result.arch, "training": Path(result.weights_path).parent.name},
                             f"retrain-{Arch.parse(result.arch).input_size}px")
         deploy_model(entry, result, inputs, config, tracker.client, start_run, root / "export" / f"model-{index}",
                      root / PROMOTIONS, save, on_phase)
     save()
     return record
+
+
+def records_training(entry: dict[str, Any], result: RetrainResult) -> bool:
+    """Whether ``entry``'s export, version and promotion were done for this very training."""
+    return entry.get("retrain") == json.loads(json.dumps(result.to_dict()))
 
 
 def deploy_model(entry: dict[str, Any], result: RetrainResult, inputs: DeployInputs, config: Config,

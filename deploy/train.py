@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from deploy.registry import experiment_id
 from deploy.retrain import retrain_front
-from deploy.stage import DeployInputs, deploy_model
+from deploy.stage import DeployInputs, deploy_model, records_training
 from pipeline.config import Config
 from pipeline.run_dir import PROMOTIONS, write_json
 from pipeline.tracking import NAME_TAG, tracking_uri
@@ -56,8 +56,7 @@ def train_arch(arch: Arch, config: Config, data_path: Path, *, tuned: bool = Tru
     on_phase("retrain")
     [result] = retrain_front([arch], config, data_path, out / "retrain", tuned=tuned)
     done = json.loads(record_path.read_text()) if record_path.exists() else {}
-    same = done.get("registry") == registry and done.get("retrain") == json.loads(json.dumps(result.to_dict()))
-    entry = done if same else {"arch": result.arch, "tuned": tuned, "registry": registry}
+    entry = done if done.get("registry") == registry and records_training(done, result) else {"arch": result.arch, "tuned": tuned, "registry": registry}
     client = MlflowClient(registry["tracking_uri"])
 
     def start_run() -> str:
