@@ -104,8 +104,7 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
         timings[workers] = _training_seconds(evaluation.result)
         tune_s, train_s = total - evaluation.wall_seconds, evaluation.wall_seconds - inner
         rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{tune_s:.1f}", f"{train_s:.1f}",
-                     f"{inner:.1f}",
-                     f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
+                     f"{inner:.1f}", f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
                      f"{100 * (total - direct_s) / direct_s:+.0f}%"])
     print(f"\nspace {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
           f"batch {settings.batch_size}; {args.nodes} Ray node(s)")

@@ -56,7 +56,8 @@ def train_arch(arch: Arch, config: Config, data_path: Path, *, tuned: bool = Tru
     on_phase("retrain")
     [result] = retrain_front([arch], config, data_path, out / "retrain", tuned=tuned)
     done = json.loads(record_path.read_text()) if record_path.exists() else {}
-    entry = done if done.get("registry") == registry and records_training(done, result) else {"arch": result.arch, "tuned": tuned, "registry": registry}
+    same = done.get("registry") == registry and records_training(done, result)
+    entry = done if same else {"arch": result.arch, "tuned": tuned, "registry": registry}
     client = MlflowClient(registry["tracking_uri"])
 
     def start_run() -> str:

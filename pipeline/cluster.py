@@ -51,8 +51,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline.config import Config, ConfigError
 
-__all__ = ["HEALTH_CHECK_ENV", "LOCAL", "ON_HEAD", "ensure_ray", "fail_once", "init_address", "torch_trainer",
-           "worker_groups_that_fit"]
+__all__ = ["HEALTH_CHECK_ENV", "LOCAL", "ON_HEAD", "check_reachable", "ensure_ray", "fail_once", "init_address",
+           "torch_trainer", "worker_groups_that_fit"]
 
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 LOCAL = "local"  # ray.init's address for "start a new local Ray, whatever else runs on the machine"
@@ -88,7 +88,7 @@ def ensure_ray(config: Config) -> str | None:
         finally:
             ray_constants.ENABLE_RAY_CLUSTER = clusters_enabled
         return None
-    _check_reachable(address)
+    check_reachable(address)
     ray.init(address=address, log_to_driver=False)
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     cpus = ray.cluster_resources().get("CPU", 0.0)
@@ -96,9 +96,9 @@ def ensure_ray(config: Config) -> str | None:
             f"{_count(cpus, 'CPU')} on {_count(nodes, 'node')}")
 
 
-def _check_reachable(address: str) -> None:
-    """A ConfigError naming the fix when nothing listens at ``address`` (``auto`` is Ray's to resolve)."""
-    if address == "auto":
+def check_reachable(address: str) -> None:
+    """A ConfigError naming the fix when nothing listens at ``address`` (``auto`` and ``local`` are Ray's)."""
+    if address in ("auto", LOCAL):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not port.isdigit():

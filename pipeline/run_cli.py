@@ -176,8 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
 def resume(args: argparse.Namespace) -> int:
     if args.ray_address is not None:
-        from pipeline.cluster import LOCAL
+        from pipeline.cluster import LOCAL, check_reachable
 
+        check_reachable(args.ray_address)  # a wrong address fails here and leaves the run's config as it was
         address = None if args.ray_address == LOCAL else args.ray_address
         old = set_ray_address(args.out, address)
         print(f"ray.address: {old or LOCAL} -> {address or LOCAL} (saved in {args.out / 'config.yaml'})")

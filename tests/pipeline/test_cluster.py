@@ -19,6 +19,7 @@ from tests.ray_nodes import REPO, LocalRayCluster, free_port
 
 def test_a_null_address_means_a_ray_of_our_own_and_joining_is_only_on_request() -> None:
     assert init_address(None) == LOCAL == "local"  # ray.init(address=None) would join `ray start`'s cluster
+    assert init_address(LOCAL) == LOCAL  # `resume --ray-address local`, or written in a config
     assert init_address("auto") == "auto"
     assert init_address("10.0.0.5:6379") == "10.0.0.5:6379"
     assert init_address("ray://head:10001") == "ray://head:10001"
@@ -57,9 +58,13 @@ def test_an_address_where_no_cluster_answers_fails_at_once_and_resume_can_point_
     assert "autospace resume RUN --ray-address HOST:PORT" in started.stderr
     run = tmp_path / "run"
     resumed = cli("resume", str(run), "--ray-address", f"127.0.0.1:{other}")
-    assert f"ray.address: 127.0.0.1:{dead} -> 127.0.0.1:{other} (saved in {run / 'config.yaml'})" in resumed.stdout
+    assert resumed.returncode != 0 and "ray.address:" not in resumed.stdout
     assert f"no Ray cluster answers at ray.address=127.0.0.1:{other}" in resumed.stderr
-    assert read_run_config(run).ray.address == f"127.0.0.1:{other}"  # later resumes go there too
+    assert read_run_config(run).ray.address == f"127.0.0.1:{dead}"  # a wrong address is not saved
+    malformed = cli("resume", str(run), "--ray-address", "head-node")
+    assert "ray.address='head-node' is not HOST:PORT, ray://HOST:PORT or auto" in malformed.stderr
+    assert set_ray_address(run, f"127.0.0.1:{other}") == f"127.0.0.1:{dead}"  # what a reachable one saves
+    assert read_run_config(run).ray.address == f"127.0.0.1:{other}"  # so later resumes go there too
     assert set_ray_address(run, None) == f"127.0.0.1:{other}"  # what `--ray-address local` saves
     assert read_run_config(run).ray.address is None
 
