@@ -6,12 +6,15 @@ Measured side by side in one run, on the same space, data and settings:
 2. the same search through Ray Tune + Ray Train (1 worker, 1 CPU) — the path every
    candidate space takes in ``autospace run`` — wall time of the whole
    ``evaluate_spaces`` call, and the search time measured inside the worker;
-3. the same through 2 Train workers (data-parallel, 1 CPU each).
+3. the same through 2 Train workers (data-parallel, 1 CPU each);
+4. with ``--spaces N``: a generation of N copies of the space through one slot (one Tune
+   trial, one Train worker group that searches them one after another, as
+   ``autospace run`` does when a generation has more spaces than slots), against N
+   direct searches: the fixed start is paid once per slot, not once per space.
 
-Prints the overhead of (2) over (1), split into where it goes (Tune: from
-``Tuner.fit`` to the trial function and back; Train: the trial function's
-``TorchTrainer.fit`` around the search, i.e. worker-group start, gloo set-up and
-data loading in the worker), and the samples/s of (3) over (2) in the
+Prints the overhead of (2) over (1) and its fixed part (everything around the
+search itself: Tune's trial, the Train controller and worker-group start, gloo
+set-up, data loading in the worker), and the samples/s of (3) over (2) in the
 search's training epochs (derivation, cell evidence and the derived child's
 fine-tuning run in full on every rank, so the whole call does not split), for
 each search batch size asked for (the all-reduce costs the same per step whatever
@@ -21,6 +24,7 @@ each, as ``tests/ray_nodes.py`` starts it): the trial and its workers then
 spread over nodes. Usage::
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --train 3000 --epochs 3
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --train 2000 --epochs 3 --spaces 4
     PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --space spaces/data/default_space.yaml \
         --batch 64 256 --nodes 2
 """
@@ -42,6 +46,7 @@ from pipeline.ray_eval import evaluate_spaces
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table
 from spaces.search import SearchResult, search
+from spaces.space import SearchSpace
 from tests.ray_nodes import LocalRayCluster
 
 
@@ -53,6 +58,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, nargs="+", help="search batch sizes (default: the config's)")
     parser.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="Ray nodes of 1 CPU each (2: ray start)")
+    parser.add_argument("--spaces", type=int, default=1, help="also search N spaces through one slot (N > 1)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     overrides = [f"data.train_limit={args.train}", f"search.epochs={args.epochs}", "search.warmup_epochs=1",
@@ -89,7 +95,7 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
     joined = ensure_ray(config)
     if joined:
         print(joined)
-    rows = [["direct (this process)", f"{direct_s:.1f}", "-", "-", f"{direct.wall_seconds:.1f}",
+    rows = [["direct (this process)", f"{direct_s:.1f}", "-", f"{direct.wall_seconds:.1f}",
              f"{samples / direct_s:.0f}", f"{samples / _training_seconds(direct):.0f}", "-"]]
     timings = {}
     for workers in (1, 2):
@@ -102,16 +108,35 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
             raise SystemExit(f"trial failed: {evaluation.error}")
         inner = evaluation.result.wall_seconds
         timings[workers] = _training_seconds(evaluation.result)
-        tune_s, train_s = total - evaluation.wall_seconds, evaluation.wall_seconds - inner
-        rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{tune_s:.1f}", f"{train_s:.1f}",
-                     f"{inner:.1f}", f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
+        rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
+                     f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
                      f"{100 * (total - direct_s) / direct_s:+.0f}%"])
+    if args.spaces > 1:
+        rows.append(_one_slot_row(args, overrides, space, data_path, direct_s))
     print(f"\nspace {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
           f"batch {settings.batch_size}; {args.nodes} Ray node(s)")
-    print(format_table(["path", "wall s", "Tune s", "Train s", "search s (inside)", "samples/s (inside)",
+    print(format_table(["path", "wall s", "fixed s", "search s (inside)", "samples/s (inside)",
                         "samples/s (training)", "overhead vs direct"], rows))
     print(f"2 workers vs 1 worker, samples/s of the training epochs: {timings[1] / timings[2]:.2f}x")
     return timings[1] / timings[2]
+
+
+def _one_slot_row(args: argparse.Namespace, overrides: list[str], space: SearchSpace, data_path: Path,
+                  direct_s: float) -> list[str]:
+    """``args.spaces`` copies of the space through one slot (1 worker), against as many direct searches."""
+    config = load_config(args.config, overrides + ["ray.workers_per_trial=1", "ray.max_concurrent_trials=1"])
+    with tempfile.TemporaryDirectory() as storage:
+        start = time.perf_counter()
+        evaluations = evaluate_spaces([space] * args.spaces, config, data_path, Path(storage), "bench-slot")
+        total = time.perf_counter() - start
+    failed = [e.error for e in evaluations if not e.ok]
+    if failed:
+        raise SystemExit(f"search failed: {failed[0]}")
+    inner = sum(e.result.wall_seconds for e in evaluations)
+    direct_total = args.spaces * direct_s
+    return [f"{args.spaces} spaces in 1 slot, 1 worker", f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
+            f"{args.train * args.epochs * args.spaces / inner:.0f}", "-",
+            f"{100 * (total - direct_total) / direct_total:+.0f}% (vs {args.spaces} x direct)"]
 
 
 def _training_seconds(result: SearchResult) -> float:

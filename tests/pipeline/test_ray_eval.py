@@ -1,4 +1,5 @@
-"""The Ray evaluator end to end on a real local Ray: tiny spaces, tiny data, real Tune and Train."""
+"""The Ray evaluator end to end on a real local Ray: tiny spaces, tiny data, real Tune and Train; the slots' claims
+of spaces without Ray."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 import ray
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.ray_eval import SpaceEvaluation, _prepare_space_dir, evaluate_spaces, trial_capacity
+from pipeline.placement import read_placements
+from pipeline.ray_eval import SpaceEvaluation, _prepare_space_dir, _take_space, evaluate_spaces, trial_capacity
 from pipeline.weight_pool import load_pool, merge_pools
 from spaces.latency import LatencyTable
 from spaces.supernet import space_latency_keys
@@ -77,6 +79,36 @@ def test_a_leftover_checkpoint_is_kept_for_its_space_and_dropped_for_another(tmp
     assert checkpoint.exists()
     _prepare_space_dir(tmp_path, 0, space_at(8))
     assert not checkpoint.exists()
+
+
+def test_a_slot_takes_the_first_unclaimed_space_and_after_a_restart_the_one_it_left(tmp_path: Path) -> None:
+    for index in range(3):
+        _prepare_space_dir(tmp_path, index, space_at(8 + 2 * index))
+    here = [{"node_id": "n0", "host": "h", "ip": "127.0.0.1"}]
+    config = {"storage": str(tmp_path), "spaces": [{}] * 3, "attempts_before": [0, 0, 0], "max_attempts": 2}
+    slot_0, slot_1 = {**config, "slot": 0}, {**config, "slot": 1}
+    assert [_take_space(slot_0, here), _take_space(slot_1, here)] == [0, 1]
+    (tmp_path / "space-1" / "outcome.json").write_text("{}")  # slot 1 finished space 1
+    assert _take_space(slot_0, here) == 0  # slot 0 restarted: it takes up its unfinished space, attempt 2
+    (tmp_path / "space-0" / "errors").write_text("RuntimeError: first\nRuntimeError: second\n")
+    assert _take_space(slot_0, here) == 2  # space 0 used its 2 attempts: failed with its last error; next
+    outcome = json.loads((tmp_path / "space-0" / "outcome.json").read_text())
+    assert outcome["result"] is None and outcome["error"] == "RuntimeError: second" and not outcome["input_error"]
+    assert _take_space(slot_1, here) is None  # every space claimed
+    assert [len(read_placements(tmp_path / f"space-{i}")) for i in range(3)] == [2, 1, 1]
+    _prepare_space_dir(tmp_path, 0, space_at(8))  # a new call searches every space again
+    assert not (tmp_path / "space-0" / "claim").exists() and not (tmp_path / "space-0" / "outcome.json").exists()
+
+
+def test_one_slot_searches_every_space_with_one_worker_group(ray_cluster: dict[str, float], tiny_dataset: Path,
+                                                             tmp_path: Path) -> None:
+    spaces = [space_at(12), space_at(8), space_at(10)]
+    config = tiny_config(tiny_dataset, "ray.max_concurrent_trials=1")
+    evaluations = evaluate_spaces(spaces, config, tiny_dataset, tmp_path, "one-slot")
+    for evaluation, space in zip(evaluations, spaces):
+        assert_searched(evaluation, space)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["one-slot-slot-0"]  # one Train job
+    assert wait_for_free_cpus() == ray_cluster["CPU"]
 
 
 def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster: dict[str, float],
