@@ -90,6 +90,7 @@ from pipeline.cluster import ON_HEAD, ensure_ray, fail_once, torch_trainer, work
 from pipeline.config import Config
 from pipeline.latency_table import load_table, measure_spaces
 from pipeline.placement import PLACEMENTS, Placement, read_placements
+from pipeline.run_dir import write_json
 from pipeline.search_job import load_search_data, search_settings
 from pipeline.weight_pool import SEARCH_WEIGHTS_FILE, load_pool
 from spaces.errors import UserError
@@ -257,13 +258,6 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Whole or not at all: a reader never sees half a record."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(value))
-    partial.replace(path)
-
-
 def _run_slot(params: dict[str, Any], *, spaces: list[dict], config: dict, data_path: str, storage: str,
               name: str, latency_table: str | None, pool: str | None, cell_logits: list | None,
               attempts_before: list[int], faults: dict[str, str | None]) -> None:
@@ -324,7 +318,7 @@ def _take_space(loop_config: dict[str, Any], placement: Placement) -> int | None
         if _attempts(storage, index) - loop_config["attempts_before"][index] < loop_config["max_attempts"]:
             return _start_attempt(space_dir, placement, index)
         errors = (space_dir / ERRORS).read_text().splitlines() if (space_dir / ERRORS).exists() else []
-        _write_json(space_dir / OUTCOME, _outcome(claim, None, errors[-1] if errors else
+        write_json(space_dir / OUTCOME, _outcome(claim, None, errors[-1] if errors else
                                                   "its worker group was lost (a worker process or node died)"))
     for index in range(len(loop_config["spaces"])):
         space_dir = _space_dir(storage, index)
@@ -375,7 +369,7 @@ def _search_space(index: int, config: Config, data: SearchData, loop_config: dic
             log.write(f"{type(err).__name__}: {err}".replace("\n", " ") + "\n")
         raise
     if rank == 0:
-        _write_json(space_dir / OUTCOME, _outcome(_read_json(space_dir / CLAIM), result, error, error is not None))
+        write_json(space_dir / OUTCOME, _outcome(_read_json(space_dir / CLAIM), result, error, error is not None))
 
 
 def _from_rank_0(value: Any) -> Any:
