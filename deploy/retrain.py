@@ -12,8 +12,8 @@ Method. For each architecture (:func:`retrain_front`):
 2. :func:`retrain`: a Ray Train ``TorchTrainer`` with ``retrain.workers`` gloo
    workers trains ``ChildNet(arch)`` on train+val with the best configuration and
    the recipe of :mod:`deploy.recipe` (warm-up and cosine schedule, label smoothing,
-   shift / flip / erasing, EMA), within ``retrain.minutes`` if set, then measures
-   test accuracy.
+   shift / flip / erasing, EMA), within ``retrain.minutes`` or what the run's
+   ``wall_time_minutes`` leaves (:func:`training_minutes`), then measures test accuracy.
 
 Why tuning trials are single-process. When Tune stops a Train-in-Tune trial
 early, that trial's Train workers keep their CPUs reserved and later trials hang
@@ -67,6 +67,7 @@ from deploy.recipe import Hyperparameters, Training
 from pipeline.cluster import ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
 from pipeline.config import Config, ConfigError
 from pipeline.data import load_dataset, read_info
+from pipeline.run_clock import RunClock
 from pipeline.run_dir import write_json
 from spaces.arch import Arch
 from spaces.atomic import write_atomically
@@ -75,8 +76,9 @@ from spaces.search import read_checkpoint
 from spaces.training import evaluate, recalibrate_bn, steps_per_epoch, world
 from spaces.supernet import resize_input
 
-__all__ = ["ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult", "retrain", "retrain_front",
-           "tune_hyperparameters", "untuned_hyperparameters", "validate_archs"]
+__all__ = ["AFTER_TRAINING_MINUTES", "ASHA_REDUCTION_FACTOR", "Hyperparameters", "RetrainResult", "TuningResult",
+           "retrain", "retrain_front", "training_minutes", "tune_hyperparameters", "untuned_hyperparameters",
+           "validate_archs"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ CHECKPOINT_FORMAT = "autospace-retrain-checkpoint/2"
 FAULT_ENV = "AUTOSPACE_RETRAIN_FAULT_EPOCH"
 METRIC = "val_accuracy"
 PRECISE_BN_IMAGES = 2048  # training images the final model's BN statistics are re-estimated on
+# Kept free after a final training within wall_time_minutes: test and precise BN, export, registry and the report
+# took ~0.5 minutes in the preset run; the rest covers a last epoch slower than the plan's pace and the CLI's start.
+AFTER_TRAINING_MINUTES = 3.0
 
 
 @dataclass
@@ -261,11 +266,13 @@ class _TrialRecorder(tune.Callback):
         write_json(self.path, {"key": self.key, "trials": self.trials})
 
 
-def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Path, storage: Path) -> RetrainResult:
+def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Path, storage: Path,
+            minutes: float | None = None) -> RetrainResult:
     """Train ``ChildNet(arch)`` from scratch on train+val with ``retrain.workers`` Ray Train workers.
 
     Resumes from ``<storage>/checkpoint.pt`` (a finished checkpoint only re-evaluates);
-    writes the final ``state_dict`` to ``<storage>/weights.pt``.
+    writes the final ``state_dict`` to ``<storage>/weights.pt``. ``minutes`` bounds the
+    epochs (re-planned after each); None = ``retrain.minutes``.
 
     Raises:
         ValueError: the architecture does not fit the data set.
@@ -289,7 +296,8 @@ def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Pat
         _retrain_worker,
         {"arch": arch.encode(), "hparams": hparams.to_dict(), "run": run, "config": config.model_dump(mode="json"),
          "data_path": str(Path(data_path).resolve()), "storage": str(storage),
-         "fault_epoch": os.environ.get(FAULT_ENV)},
+         "fault_epoch": os.environ.get(FAULT_ENV),
+         "minutes": config.retrain.minutes if minutes is None else minutes},
         workers=workers, cpus_per_worker=cpus, storage=storage / "ray", name="retrain",
         max_failures=config.ray.max_failures)
     outcome = trainer.fit().return_value
@@ -300,7 +308,7 @@ def retrain(arch: Arch, hparams: Hyperparameters, config: Config, data_path: Pat
 
 
 def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: Path,
-                  tuned: bool = True) -> list[RetrainResult]:
+                  tuned: bool = True, clock: RunClock | None = None) -> list[RetrainResult]:
     """Tune then retrain the first ``retrain.top_k`` architectures (best first); results in input order.
 
     Each architecture works in ``<storage>/arch-<digest>``, the digest of its string,
@@ -308,7 +316,8 @@ def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: P
     and settings skips finished architectures (their ``result.json``), reuses finished
     tunings and resumes an interrupted training, while changed settings start afresh.
     All results are also written to ``<storage>/results.json``. Without ``tuned`` the
-    final training uses :func:`untuned_hyperparameters`.
+    final training uses :func:`untuned_hyperparameters`. With a run's ``clock``, each
+    final training keeps to :func:`training_minutes`.
     """
     validate_archs(archs, data_path)
     chosen = archs[:config.retrain.top_k]
@@ -316,7 +325,7 @@ def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: P
         logger.info("retraining the first %d of %d architectures (retrain.top_k)", len(chosen), len(archs))
     storage = Path(storage).resolve()
     results = []
-    for arch in chosen:
+    for index, arch in enumerate(chosen):
         key = _settings_key(arch, config) | ({} if tuned else {"tuned": False})  # tuned dirs keep their old digest
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
         arch_dir = storage / f"arch-{digest[:12]}"
@@ -325,16 +334,45 @@ def retrain_front(archs: list[Arch], config: Config, data_path: Path, storage: P
             logger.info("%s is already retrained; reusing %s", arch.encode(), record)
             results.append(RetrainResult.from_dict(json.loads(record.read_text())))
             continue
-        if tuned:
-            tuning = tune_hyperparameters(arch, config, data_path, arch_dir)
-            result = retrain(arch, tuning.best, config, data_path, arch_dir)
+        tuning = tune_hyperparameters(arch, config, data_path, arch_dir) if tuned else None
+        minutes = training_minutes(config, clock, arch_dir, len(chosen) - index)
+        result = retrain(arch, untuned_hyperparameters(config) if tuning is None else tuning.best, config, data_path,
+                         arch_dir, minutes)
+        if tuning is not None:
             result.tuning = tuning.to_dict()
-        else:
-            result = retrain(arch, untuned_hyperparameters(config), config, data_path, arch_dir)
         write_json(record, result.to_dict())
         results.append(result)
     write_json(storage / "results.json", [r.to_dict() for r in results])
     return results
+
+
+def training_minutes(config: Config, clock: RunClock | None, arch_dir: Path, trainings_left: int) -> float | None:
+    """A final training's budget: ``retrain.minutes``, or less when the run's ``wall_time_minutes`` leaves less.
+
+    What the run's clock leaves, less :data:`AFTER_TRAINING_MINUTES` and the tunings still to
+    come, is shared by the ``trainings_left`` trainings (this one included). Decided once
+    per training and kept in ``<arch_dir>/budget.json``, so a resumed training keeps its plan
+    (its own seconds are in its checkpoint); a changed ``wall_time_minutes`` decides anew.
+    """
+    own = config.retrain.minutes
+    if clock is None or clock.budget_minutes is None:
+        return own
+    record = arch_dir / "budget.json"
+    try:
+        saved = json.loads(record.read_text())
+        if saved["wall_time_minutes"] == clock.budget_minutes:
+            return saved["minutes"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        pass  # none yet, or unreadable: decide (again)
+    left = clock.minutes_left()
+    tunings = (trainings_left - 1) * (config.retrain.tuning_minutes or 0)
+    share = max(0.0, (left - tunings) / trainings_left - AFTER_TRAINING_MINUTES)
+    minutes = share if own is None else min(own, share)
+    logger.info("final training budget: %.1f minutes (wall_time_minutes=%g leaves %.1f after %.1f minutes of the run, "
+                "%d training(s) to go; retrain.minutes=%s)", minutes, clock.budget_minutes, left,
+                clock.seconds() / 60, trainings_left, own)
+    write_json(record, {"wall_time_minutes": clock.budget_minutes, "minutes": minutes, "run_minutes_left": left})
+    return minutes
 
 
 def untuned_hyperparameters(config: Config) -> Hyperparameters:
@@ -414,8 +452,8 @@ def _retrain_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         training.load_state_dict(_load_checkpoint(checkpoint, run))
     while training.epoch < training.epochs:
         training.run_epoch(x, y)
-        if settings.minutes is not None:
-            training.epochs = _epochs_within(settings.minutes, settings.epochs, training.epochs,
+        if loop_config["minutes"] is not None:
+            training.epochs = _epochs_within(loop_config["minutes"], settings.epochs, training.epochs,
                                              [record["seconds"] for record in training.history])
         if rank == 0:
             state = {"format": CHECKPOINT_FORMAT, "run": run, **training.state_dict()}
@@ -450,8 +488,8 @@ def _epochs_within(minutes: float, epochs: int, planned: int, seconds: list[floa
     fit = max(done, min(epochs, done + int((minutes * 60 - elapsed) // pace)))
     if fit != planned:
         log = logger.warning if done == 1 and fit < epochs else logger.info
-        log("final training: %d of %d epochs fit in retrain.minutes=%g at %.0f s per epoch (%d done)", fit, epochs,
-            minutes, pace, done)
+        log("final training: %d of %d epochs fit in %.1f minutes at %.0f s per epoch (%d done)", fit, epochs, minutes,
+            pace, done)
     return fit
 
 

@@ -40,6 +40,7 @@ from deploy.registry import (CANDIDATE, PromotionDecision, apply_decision, logge
 from deploy.retrain import CHECKPOINT_FORMAT, RetrainResult, retrain_front
 from pipeline.config import Config
 from pipeline.data import DatasetInfo, load_dataset, read_info
+from pipeline.run_clock import RunClock
 from pipeline.run_dir import PROMOTIONS, kill_run_at, write_json
 from pipeline.tracking import Tracker
 from spaces.arch import Arch
@@ -74,16 +75,19 @@ def front_archs(summary: dict[str, Any], top_k: int) -> list[Arch]:
     return [Arch.parse(p["arch"]) for p in front[:top_k]]
 
 
-def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker: Tracker,
+def deploy_run(config: Config, summary: dict[str, Any], data_path: Path, tracker: Tracker, clock: RunClock,
                on_phase: Callable[[str], None] = lambda phase: None) -> dict[str, Any]:
-    """Retrain -> export -> register -> promote for the run's front; returns (and saves) ``deploy.json``."""
+    """Retrain -> export -> register -> promote for the run's front; returns (and saves) ``deploy.json``.
+
+    The final trainings keep to what the run's ``clock`` leaves of ``wall_time_minutes``.
+    """
     root = config.out_dir
     record_path = root / "deploy.json"
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.exists() else {"models": []}
     archs = front_archs(summary, config.retrain.top_k)
     predicted = {p["arch"]: p.get("predicted_latency_ms") for p in summary["pareto_front"]}
     on_phase("retrain")
-    results = retrain_front(archs, config, data_path, root / "retrain")
+    results = retrain_front(archs, config, data_path, root / "retrain", clock=clock)
     inputs = DeployInputs.of(data_path)
     by_arch = {m["arch"]: m for m in record["models"]}
 

@@ -221,6 +221,9 @@ class Config(_Section):
     """The whole pipeline; every section has embedded defaults."""
 
     out_dir: Path = Field(Path("runs/default"), description="run directory (checkpoints, MLflow store, summary)")
+    wall_time_minutes: float | None = Field(None, gt=0, description="budget of the whole run: the final training's "
+                                            "epochs are planned within what the stages before it left, export "
+                                            "included; null = the stages' own budgets only")
     data: DataConfig = DataConfig()
     space: SpaceConfig = SpaceConfig()
     budget: BudgetConfig = BudgetConfig()

@@ -19,6 +19,7 @@ Run directory::
     run.json           MLflow experiment and parent run ids
     evolution.json     the population state after the last finished generation
     status.json        phase, current generation, trials in flight (for ``autospace status``)
+    clock.json         seconds of work so far, across resumes (the whole run's ``wall_time_minutes``)
     generations/gen-N/ spaces.json, results.json and each trial's Ray/search checkpoints
     final/             the final search in the learned space (results.json: its evaluation)
     latency_table.<runtime>.json  the run's per-op latency table (budget.latency_runtime, batch 1)
@@ -57,6 +58,7 @@ from pipeline.latency_table import predict_latency, table_file
 from pipeline.placement import run_nodes
 from pipeline.ray_eval import SpaceEvaluation, evaluate_spaces
 from pipeline.report import pareto_front, plot_pareto
+from pipeline.run_clock import RunClock
 from pipeline.run_dir import (RunPaths, heartbeat, prepare_run_dir, read_status, record_driver, resume_run_dir,
                               write_json)
 from pipeline.run_report import write_report
@@ -76,10 +78,11 @@ __all__ = ["DeployStage", "EvolutionRunner", "check_new_run", "check_searches", 
 class DeployStage(Protocol):
     """What runs after the evolution when ``retrain.enabled``; returns the deploy record (``deploy.json``).
 
-    ``on_phase`` reports each step (retrain, export, register) for ``autospace status``.
+    ``clock`` is the run's (what is left of ``wall_time_minutes``); ``on_phase`` reports each
+    step (retrain, export, register) for ``autospace status``.
     """
 
-    def __call__(self, config: Config, summary: dict[str, Any], data_path: Path, tracker: Tracker,
+    def __call__(self, config: Config, summary: dict[str, Any], data_path: Path, tracker: Tracker, clock: RunClock,
                  on_phase: Callable[[str], None]) -> dict[str, Any]: ...
 
 
@@ -106,8 +109,11 @@ class EvolutionRunner:
         self.deploy = deploy
         self.paths = RunPaths(self.config.out_dir)
         self.table_path = table_file(self.paths.root, self.config).resolve()
+        self.clock = RunClock(self.paths.root, self.config.wall_time_minutes)
 
     def _set_status(self, **fields: Any) -> None:
+        """Status for ``autospace status``; the run's clock is saved with it (what a crash would lose)."""
+        self.clock.save()
         current = read_status(self.paths.root).get("status", {})
         write_json(self.paths.status, {**current, **fields, "updated_at": time.time()})
 
@@ -242,7 +248,7 @@ class EvolutionRunner:
         """Retrain -> export -> register -> promote (when enabled), then close the MLflow run."""
         deployed = None
         if self.config.retrain.enabled:
-            deployed = self.deploy(self.config, summary, data_path, tracker,
+            deployed = self.deploy(self.config, summary, data_path, tracker, self.clock,
                                    on_phase=lambda phase: self._set_status(phase=phase, running_trials=0))
         self._set_status(phase="done", running_trials=0)
         self._refresh_report(tracker)  # with the registry decisions, before the MLflow run closes

@@ -19,7 +19,7 @@ PACKAGES = ("spaces", "evolve", "pipeline", "deploy")
 RAY_AND_MLFLOW = ("ray", "mlflow")
 # pipeline modules deploy may build on; they import no other pipeline module, so no cycle can close through them
 PIPELINE_BASE = ("pipeline.config", "pipeline.data", "pipeline.tracking", "pipeline.cluster", "pipeline.run_dir",
-                 "pipeline.relocate", "pipeline.driver", "pipeline.placement")
+                 "pipeline.relocate", "pipeline.driver", "pipeline.placement", "pipeline.run_clock")
 # the CLI: the only pipeline modules that may import deploy (they wire the deploy stage and its commands in)
 PIPELINE_TOP = ("pipeline.cli", "pipeline.run_cli", "pipeline.train_cli")
 

@@ -42,6 +42,8 @@ def test_the_shrunk_preset_runs_every_stage_in_order_and_registers_a_champion(tm
     [model] = json.loads((run_dir / "deploy.json").read_text())["models"]  # retrain.top_k: 1
     retrained = model["retrain"]
     assert [h["epoch"] for h in retrained["history"]] == [1, 2] and retrained["test_accuracy"] > 0.3  # chance 0.1
+    budget = json.loads((Path(retrained["weights_path"]).parent / "budget.json").read_text())
+    assert budget["wall_time_minutes"] == 150 and 0 < budget["minutes"] < 150  # what the run's clock left it
     for name, value in retrained["hparams"].items():  # tuned within the preset's ranges
         low, high = preset[f"{name}_range"]
         assert low <= value <= high, (name, value)
