@@ -2,9 +2,13 @@
 
 The claim is measured the way NAS papers are judged (Li & Talwalkar 2019; Yang
 et al. 2020): ``--search-seeds`` independent searches (the project's default
-single-path search, seeds 0..S-1) under one MAdds target each derive an
-architecture; for each, ``--rivals`` random members of the same space whose MAdds
-lie within ``--match`` (±5%) of the searched one's are drawn. Every
+single-path search, seeds 0..S-1) under one budget each derive an architecture;
+for each, ``--rivals`` random members of the same space whose cost lies within
+``--match`` (±5%) of the searched one's are drawn. The budget is a MAdds target
+(``--target``) or, with ``--metric latency``, a predicted latency: the space's
+latency table is measured on ``--runtime`` (batch 1, one thread) and the target
+is the ``--latency-quantile`` of the predicted latency of 200 random members (so
+it means the same on any machine); rivals are then matched on predicted latency. Every
 architecture — searched and random — is retrained from scratch with one recipe
 (SGD, Nesterov, cosine per step; ``--retrain-seeds`` seeds each: init and batch
 order) and scored on the test split (the full 10,000 images by default: binomial
@@ -18,6 +22,7 @@ the difference, the searched mean's rank among the rivals, and a paired view
 (each search against its own matched rivals).
 
     PYTHONPATH=. python benchmarks/bench_search_vs_random.py [--search-seeds 3] [--rivals 4] [--target 3e6]
+        [--metric latency --latency-quantile 0.3 --runtime onnxruntime]
 """
 
 from __future__ import annotations
@@ -30,22 +35,42 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from benchmarks.retrain_jobs import (Data, bootstrap_median_se, init_worker, matched_rivals, retrain, se,
+from benchmarks.retrain_jobs import (Data, bootstrap_median_se, init_worker, madds, matched_rivals, retrain, se,
                                      worker_data)
 from pipeline.data import default_dataset, load_dataset
 from spaces.arch import Arch
 from spaces.cost import arch_cost
+from spaces.latency import RUNTIMES, LatencyTable, MeasureSettings
 from spaces.search import SearchData, SearchSettings, search
 from spaces.space import default_space
+from spaces.supernet import space_latency_keys
+
+LATENCY_MEMBERS = 200  # random members whose predicted latency sets a latency target
 
 
-def run_search(settings: SearchSettings) -> dict:
-    """One search in a worker; its derived arch and what it reports."""
+def run_search(job: tuple[SearchSettings, dict | None]) -> dict:
+    """One search in a worker (with the latency table as a dict under a latency budget); what it derived."""
+    settings, table = job
     data = worker_data()
-    result = search(default_space(), SearchData(data.x_train, data.y_train, data.x_val, data.y_val), settings)
+    result = search(default_space(), SearchData(data.x_train, data.y_train, data.x_val, data.y_val), settings,
+                    latency_table=None if table is None else LatencyTable.from_dict(table))
+    expected = result.expected_madds if table is None else result.expected_latency_ms
     return {"seed": settings.seed, "arch": result.arch.encode(), "madds": result.cost.madds,
-            "expected_madds": result.expected_madds, "val_accuracy": result.val_accuracy,
+            "expected": expected, "val_accuracy": result.val_accuracy,
             "entropy": result.entropy["mean"], "max_entropy": result.entropy["max"], "wall": result.wall_seconds}
+
+
+def latency_budget(runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
+    """The default space's latency table on ``runtime`` and the ``quantile`` of its random members' latency."""
+    table = LatencyTable.create(MeasureSettings(runtime))
+    table.ensure_keys(space_latency_keys(default_space()))
+    rng = random.Random(seed)
+    member_ms = sorted(table.predict(default_space().sample(rng)) for _ in range(LATENCY_MEMBERS))
+    target = member_ms[min(int(quantile * len(member_ms)), len(member_ms) - 1)]
+    print(f"latency table: {len(table)} {runtime} entries; {LATENCY_MEMBERS} random members predict "
+          f"{member_ms[0]:.4f}-{member_ms[-1]:.4f} ms (median {statistics.median(member_ms):.4f}); target = "
+          f"quantile {quantile} = {target:.4f} ms", flush=True)
+    return table, target
 
 
 def main() -> None:
@@ -53,7 +78,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=10000, help="train images (search weights, retraining)")
     parser.add_argument("--val", type=int, default=2000, help="val images (architecture steps, derivation)")
     parser.add_argument("--test", type=int, default=10000, help="test images (final accuracies)")
-    parser.add_argument("--target", type=float, default=3e6, help="MAdds target of the search")
+    parser.add_argument("--metric", choices=("madds", "latency"), default="madds", help="what the budget prices")
+    parser.add_argument("--target", type=float, default=3e6, help="MAdds target of the search (--metric madds)")
+    parser.add_argument("--latency-quantile", type=float, default=0.3,
+                        help="latency target: this quantile of random members' predicted latency (--metric latency)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="latency table runtime")
     parser.add_argument("--search-seeds", type=int, default=3)
     parser.add_argument("--search-epochs", type=int, default=6)
     parser.add_argument("--warmup-epochs", type=int, default=2)
@@ -77,22 +106,27 @@ def main() -> None:
                 *dataset.split("val", limit=args.val, seed=args.seed),
                 *dataset.split("test", limit=args.test, seed=args.seed))
     space = default_space()
+    table, target = latency_budget(args.runtime, args.seed, args.latency_quantile) if args.metric == "latency" \
+        else (None, args.target)
+    cost, unit = (madds, "MAdds") if table is None else (table.predict, "ms")
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
-          f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {args.target:,.0f} MAdds, "
+          f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {target:,.4g} {unit}, "
           f"{args.cost_loss} loss, arch lr {args.arch_lr}; {args.workers} workers x 1 thread", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
-    settings = [SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
-                               seed=seed, target=args.target, cost_loss=args.cost_loss, arch_lr=args.arch_lr)
-                for seed in range(args.search_seeds)]
-    searches = list(pool.map(run_search, settings))
+    jobs = [(SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
+                            seed=seed, target=target, cost_loss=args.cost_loss, arch_lr=args.arch_lr,
+                            budget_metric=args.metric), None if table is None else table.to_dict())
+            for seed in range(args.search_seeds)]
+    searches = list(pool.map(run_search, jobs))
     for s in searches:
-        print(f"  search seed {s['seed']}: {s['wall']:.0f}s, derived {s['madds']:,} MAdds (expected "
-              f"{s['expected_madds']:,.0f}), val acc {s['val_accuracy']:.4f}, entropy mean {s['entropy']:.2f} "
+        print(f"  search seed {s['seed']}: {s['wall']:.0f}s, derived {cost(Arch.parse(s['arch'])):,.4g} {unit} "
+              f"(expected {s['expected']:,.4g}), val acc {s['val_accuracy']:.4f}, entropy mean {s['entropy']:.2f} "
               f"max {s['max_entropy']:.2f}", flush=True)
 
     rng, taken = random.Random(args.seed), {s["arch"] for s in searches}
-    rivals = {s["seed"]: matched_rivals(space, s["arch"], args.rivals, args.match, rng, taken) for s in searches}
+    rivals = {s["seed"]: matched_rivals(space, s["arch"], args.rivals, args.match, rng, taken, cost)
+              for s in searches}
     archs = [(f"searched s{s['seed']}", s["arch"], s["seed"]) for s in searches]
     archs += [(f"random s{seed}", arch, seed) for seed, found in rivals.items() for arch in found]
     seeds = range(args.retrain_seeds)
@@ -100,14 +134,16 @@ def main() -> None:
     scores = list(pool.map(retrain, jobs))
     pool.shutdown()
 
-    print(f"\n{'#':>3} {'kind':<12} {'MAdds':>11} {'params':>9} {'test acc':>9} {'s.e.':>7}  per-seed / arch")
+    print(f"\n{'#':>3} {'kind':<12} {'MAdds':>11} {'params':>9} {'pred ms':>8} {'test acc':>9} {'s.e.':>7}  "
+          "per-seed / arch")
     means: dict[str, float] = {}
     for i, (kind, arch, _) in enumerate(archs):
         runs = scores[i * len(seeds):(i + 1) * len(seeds)]
         means[arch] = statistics.fmean(runs)
-        cost = arch_cost(Arch.parse(arch))
-        print(f"{i:>3} {kind:<12} {cost.madds:>11,} {cost.params:>9,} {means[arch]:>9.4f} {se(runs):>7.4f}  "
-              f"{' '.join(f'{r:.4f}' for r in runs)}  {arch}")
+        counts = arch_cost(Arch.parse(arch))
+        latency = "" if table is None else f"{table.predict(Arch.parse(arch)):.4f}"
+        print(f"{i:>3} {kind:<12} {counts.madds:>11,} {counts.params:>9,} {latency:>8} {means[arch]:>9.4f} "
+              f"{se(runs):>7.4f}  {' '.join(f'{r:.4f}' for r in runs)}  {arch}")
 
     searched = [means[s["arch"]] for s in searches]
     rival_scores = [means[a] for found in rivals.values() for a in found]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -21,7 +22,7 @@ from spaces.space import SearchSpace
 from spaces.supernet import resize_input
 from spaces.training import evaluate, train_epoch
 
-__all__ = ["Data", "bootstrap_median_se", "init_worker", "matched_rivals", "retrain", "se", "worker_data"]
+__all__ = ["Data", "bootstrap_median_se", "init_worker", "madds", "matched_rivals", "retrain", "se", "worker_data"]
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,20 @@ def retrain(job: tuple[str, int, int, float, int]) -> float:
     return evaluate(net, resize_input(data.x_test, arch.input_size), data.y_test)
 
 
+def madds(arch: Arch) -> float:
+    return float(arch_cost(arch).madds)
+
+
 def matched_rivals(space: SearchSpace, searched: str, count: int, match: float, rng: random.Random,
-                   exclude: set[str], attempts: int = 200_000) -> list[str]:
-    """``count`` distinct random members whose MAdds lie within ``match`` of the searched arch's."""
-    madds = arch_cost(Arch.parse(searched)).madds
+                   exclude: set[str], cost: Callable[[Arch], float] = madds, attempts: int = 200_000) -> list[str]:
+    """``count`` distinct random members whose ``cost`` (MAdds unless told) lies within ``match`` of the searched
+    arch's."""
+    target = cost(Arch.parse(searched))
     found: list[str] = []
     for _ in range(attempts):
         arch = space.sample(rng)
         key = arch.encode()
-        if abs(arch_cost(arch).madds / madds - 1) <= match and key not in exclude:
+        if abs(cost(arch) / target - 1) <= match and key not in exclude:
             exclude.add(key)
             found.append(key)
             if len(found) == count:
