@@ -218,7 +218,7 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(format_status(args.out, info, config.evolution.generations, args.wide))
+    print(format_status(args.out, info, config.evolution.generations, args.wide, config.wall_time_minutes))
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from spaces.atomic import write_text_atomically
 
-__all__ = ["CLOCK_FILE", "RunClock"]
+__all__ = ["CLOCK_FILE", "RunClock", "worked_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ class RunClock:
 
     def save(self) -> None:
         write_text_atomically(self.path, json.dumps({"seconds": self.seconds()}))
+
+
+def worked_seconds(root: Path) -> float | None:
+    """The seconds of work ``root``'s run saved last (``autospace status``); None before the run saved any."""
+    path = Path(root) / CLOCK_FILE
+    return _saved_seconds(path) if path.exists() else None
 
 
 def _saved_seconds(path: Path) -> float:

@@ -22,6 +22,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.driver import driver_alive, driver_record
 from pipeline.placement import run_nodes
 from pipeline.relocate import relocate_run
+from pipeline.run_clock import worked_seconds
 from spaces.atomic import write_text_atomically
 from spaces.errors import cut
 
@@ -88,7 +89,8 @@ def read_status(out_dir: Path) -> dict[str, Any]:
     ``running`` is whether the run's driver is alive (None: it cannot be told from here,
     another host or a run that recorded no driver); ``last_seen`` is when the run last
     wrote or touched its status file (seconds since the epoch); ``nodes`` is where the
-    searches so far ran (:func:`pipeline.placement.run_nodes`).
+    searches so far ran (:func:`pipeline.placement.run_nodes`); ``worked_seconds`` is the
+    run's clock as last saved (:mod:`pipeline.run_clock`).
     """
     paths = RunPaths(out_dir)
     status = _read_json(paths.status, dict, _STATUS_FIX) if paths.status.exists() else {}
@@ -110,6 +112,7 @@ def read_status(out_dir: Path) -> dict[str, Any]:
         "last_seen": paths.status.stat().st_mtime if paths.status.exists() else None,
         "registry_champion": _logged_champion(paths.root / PROMOTIONS),
         "nodes": run_nodes(paths.root),
+        "worked_seconds": worked_seconds(paths.root),
     }
 
 

@@ -92,7 +92,8 @@ def format_run_summary(summary: dict[str, Any], out_dir: Path, wide: bool = Fals
 
 
 
-def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: bool = False) -> str:
+def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: bool = False,
+                  budget_minutes: float | None = None) -> str:
     """``autospace status``: one ``key  value`` line each, so a long run path or arch string stays on its line."""
     live = info["status"]
     total = live.get("generations", generations)
@@ -114,6 +115,9 @@ def format_status(out_dir: Path, info: dict[str, Any], generations: int, wide: b
              "best reward": fmt(info["best_reward"]),
              "best arch": arch_label(info["best_arch"], wide)
              + ("" if wide or not info["best_arch"] else "  (full string: --wide or --json)")}
+    if info.get("worked_seconds") is not None:  # the run's clock, saved at each status change
+        budget = "" if budget_minutes is None else f" of wall_time_minutes {budget_minutes:g}"
+        lines["time worked"] = f"{info['worked_seconds'] / 60:.1f} min{budget} (resumes count only work)"
     if info.get("nodes"):  # the Ray nodes the searches' workers ran on
         lines["nodes"] = format_nodes(info["nodes"])
     champion = info.get("registry_champion")

@@ -263,3 +263,16 @@ def test_status_shows_the_runs_best_once_the_final_search_found_it(tmp_path: Pat
     assert main(["status", str(run), "--json"]) == 0
     history = json.loads((run / "evolution.json").read_text())["history"]
     assert json.loads(capsys.readouterr().out)["best_arch"] == history[-1]["champion"]
+
+
+def test_status_shows_the_time_the_run_worked_against_its_budget(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.yaml").write_text("wall_time_minutes: 150\n")
+    (tmp_path / "status.json").write_text(json.dumps({"phase": "retrain"}))
+    assert main(["status", str(tmp_path)]) == 0
+    assert "time worked" not in _status_lines(capsys)  # no clock saved yet
+    (tmp_path / "clock.json").write_text(json.dumps({"seconds": 5430}))
+    assert main(["status", str(tmp_path)]) == 0
+    assert _status_lines(capsys)["time worked"] == "90.5 min of wall_time_minutes 150 (resumes count only work)"
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["worked_seconds"] == 5430
