@@ -368,6 +368,10 @@ def training_minutes(config: Config, clock: RunClock | None, arch_dir: Path, tra
     tunings = (trainings_left - 1) * (config.retrain.tuning_minutes or 0)
     share = max(0.0, (left - tunings) / trainings_left - AFTER_TRAINING_MINUTES)
     minutes = share if own is None else min(own, share)
+    if share == 0:
+        logger.warning("wall_time_minutes=%g is spent (%.1f minutes worked): the final training stops after one "
+                       "epoch; raise wall_time_minutes or lower the evolution's budget", clock.budget_minutes,
+                       clock.seconds() / 60)
     logger.info("final training budget: %.1f minutes (wall_time_minutes=%g leaves %.1f after %.1f minutes of the run, "
                 "%d training(s) to go; retrain.minutes=%s)", minutes, clock.budget_minutes, left,
                 clock.seconds() / 60, trainings_left, own)

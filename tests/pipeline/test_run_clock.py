@@ -44,7 +44,8 @@ def test_an_unreadable_clock_starts_from_zero_with_a_warning(tmp_path: Path, now
     assert CLOCK_FILE in caplog.text and "cannot be read" in caplog.text
 
 
-def test_the_final_training_gets_what_the_run_leaves_decided_once(tmp_path: Path, now: list[float]) -> None:
+def test_the_final_training_gets_what_the_run_leaves_decided_once(tmp_path: Path, now: list[float],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     config = load_config(None, ["wall_time_minutes=100", "retrain.tuning_minutes=5"])
     clock = RunClock(tmp_path, config.wall_time_minutes)
     now[0] += 40 * 60
@@ -59,4 +60,6 @@ def test_the_final_training_gets_what_the_run_leaves_decided_once(tmp_path: Path
     two = tmp_path / "two"  # two trainings to go: the second's tuning comes off first, then an even share
     assert training_minutes(config, clock, two, 2) == pytest.approx((50 - 5) / 2 - AFTER_TRAINING_MINUTES)
     now[0] += 60 * 60  # the budget is spent: no minutes, so the training stops after its first epoch
-    assert training_minutes(config, clock, tmp_path / "late", 1) == 0
+    with caplog.at_level(logging.WARNING):
+        assert training_minutes(config, clock, tmp_path / "late", 1) == 0
+    assert "wall_time_minutes=100 is spent" in caplog.text
