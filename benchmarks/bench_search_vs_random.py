@@ -42,7 +42,7 @@ from spaces.arch import Arch
 from spaces.cost import arch_cost
 from spaces.latency import RUNTIMES, LatencyTable, MeasureSettings
 from spaces.search import SearchData, SearchSettings, search
-from spaces.space import default_space
+from spaces.space import SearchSpace, default_space
 from spaces.supernet import space_latency_keys
 
 LATENCY_MEMBERS = 200  # random members whose predicted latency sets a latency target
@@ -60,12 +60,12 @@ def run_search(job: tuple[SearchSettings, dict | None]) -> dict:
             "entropy": result.entropy["mean"], "max_entropy": result.entropy["max"], "wall": result.wall_seconds}
 
 
-def latency_budget(runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
-    """The default space's latency table on ``runtime`` and the ``quantile`` of its random members' latency."""
+def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
+    """``space``'s latency table on ``runtime`` and the ``quantile`` of its random members' predicted latency."""
     table = LatencyTable.create(MeasureSettings(runtime))
-    table.ensure_keys(space_latency_keys(default_space()))
+    table.ensure_keys(space_latency_keys(space))
     rng = random.Random(seed)
-    member_ms = sorted(table.predict(default_space().sample(rng)) for _ in range(LATENCY_MEMBERS))
+    member_ms = sorted(table.predict(space.sample(rng)) for _ in range(LATENCY_MEMBERS))
     target = member_ms[min(int(quantile * len(member_ms)), len(member_ms) - 1)]
     print(f"latency table: {len(table)} {runtime} entries; {LATENCY_MEMBERS} random members predict "
           f"{member_ms[0]:.4f}-{member_ms[-1]:.4f} ms (median {statistics.median(member_ms):.4f}); target = "
@@ -106,11 +106,11 @@ def main() -> None:
                 *dataset.split("val", limit=args.val, seed=args.seed),
                 *dataset.split("test", limit=args.test, seed=args.seed))
     space = default_space()
-    table, target = latency_budget(args.runtime, args.seed, args.latency_quantile) if args.metric == "latency" \
-        else (None, args.target)
-    cost, unit = (madds, "MAdds") if table is None else (table.predict, "ms")
+    table, target = latency_budget(space, args.runtime, args.seed, args.latency_quantile) \
+        if args.metric == "latency" else (None, args.target)
+    cost, unit, fmt = (madds, "MAdds", "{:,.0f}") if table is None else (table.predict, "ms", "{:.4f}")
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
-          f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {target:,.4g} {unit}, "
+          f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {fmt.format(target)} {unit}, "
           f"{args.cost_loss} loss, arch lr {args.arch_lr}; {args.workers} workers x 1 thread", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
@@ -120,8 +120,8 @@ def main() -> None:
             for seed in range(args.search_seeds)]
     searches = list(pool.map(run_search, jobs))
     for s in searches:
-        print(f"  search seed {s['seed']}: {s['wall']:.0f}s, derived {cost(Arch.parse(s['arch'])):,.4g} {unit} "
-              f"(expected {s['expected']:,.4g}), val acc {s['val_accuracy']:.4f}, entropy mean {s['entropy']:.2f} "
+        print(f"  search seed {s['seed']}: {s['wall']:.0f}s, derived {fmt.format(cost(Arch.parse(s['arch'])))} "
+              f"{unit} (expected {fmt.format(s['expected'])}), val acc {s['val_accuracy']:.4f}, entropy mean {s['entropy']:.2f} "
               f"max {s['max_entropy']:.2f}", flush=True)
 
     rng, taken = random.Random(args.seed), {s["arch"] for s in searches}
