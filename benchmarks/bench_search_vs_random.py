@@ -121,7 +121,8 @@ def main() -> None:
     searches = list(pool.map(run_search, jobs))
     for s in searches:
         print(f"  search seed {s['seed']}: {s['wall']:.0f}s, derived {fmt.format(cost(Arch.parse(s['arch'])))} "
-              f"{unit} (expected {fmt.format(s['expected'])}), val acc {s['val_accuracy']:.4f}, entropy mean {s['entropy']:.2f} "
+              f"{unit} (expected {fmt.format(s['expected'])}), val acc {s['val_accuracy']:.4f}, "
+              f"entropy mean {s['entropy']:.2f} "
               f"max {s['max_entropy']:.2f}", flush=True)
 
     rng, taken = random.Random(args.seed), {s["arch"] for s in searches}
