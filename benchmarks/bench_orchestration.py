@@ -7,10 +7,11 @@ Measured side by side in one run, on the same space, data and settings:
    candidate space takes in ``autospace run`` — wall time of the whole
    ``evaluate_spaces`` call, and the search time measured inside the worker;
 3. the same through 2 Train workers (data-parallel, 1 CPU each);
-4. with ``--spaces N``: a generation of N copies of the space through one slot (one Tune
-   trial, one Train worker group that searches them one after another, as
-   ``autospace run`` does when a generation has more spaces than slots), against N
-   direct searches: the fixed start is paid once per slot, not once per space.
+4. with ``--spaces N`` (and ``--generations G``): G calls ("generations") of N copies
+   of the space each through one slot that lives across the calls (one Tune trial,
+   one Train worker group that searches them one after another, as ``autospace run``
+   does for its generations and final search), against G x N direct searches: the
+   fixed start is paid once per slot and run, not once per space.
 
 Prints the overhead of (2) over (1) and its fixed part (everything around the
 search itself: Tune's trial, the Train controller and worker-group start, gloo
@@ -24,7 +25,7 @@ each, as ``tests/ray_nodes.py`` starts it): the trial and its workers then
 spread over nodes. Usage::
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --train 3000 --epochs 3
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --train 2000 --epochs 3 --spaces 4
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --train 2000 --epochs 3 --spaces 2 --generations 3
     PYTHONPATH=. .venv/bin/python benchmarks/bench_orchestration.py --space spaces/data/default_space.yaml \
         --batch 64 256 --nodes 2
 """
@@ -42,7 +43,7 @@ import torch
 
 from pipeline.cluster import ensure_ray
 from pipeline.config import load_config
-from pipeline.ray_eval import evaluate_spaces
+from pipeline.ray_eval import SearchSlots, evaluate_spaces
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table
 from spaces.search import SearchResult, search
@@ -58,7 +59,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, nargs="+", help="search batch sizes (default: the config's)")
     parser.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="Ray nodes of 1 CPU each (2: ray start)")
-    parser.add_argument("--spaces", type=int, default=1, help="also search N spaces through one slot (N > 1)")
+    parser.add_argument("--spaces", type=int, default=1, help="also search N spaces per call through one slot")
+    parser.add_argument("--generations", type=int, default=1, help="calls of --spaces spaces through that slot")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     overrides = [f"data.train_limit={args.train}", f"search.epochs={args.epochs}", "search.warmup_epochs=1",
@@ -111,7 +113,7 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
         rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
                      f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
                      f"{100 * (total - direct_s) / direct_s:+.0f}%"])
-    if args.spaces > 1:
+    if args.spaces * args.generations > 1:
         rows.append(_one_slot_row(args, overrides, space, data_path, direct_s))
     print(f"\nspace {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
           f"batch {settings.batch_size}; {args.nodes} Ray node(s)")
@@ -123,20 +125,24 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
 
 def _one_slot_row(args: argparse.Namespace, overrides: list[str], space: SearchSpace, data_path: Path,
                   direct_s: float) -> list[str]:
-    """``args.spaces`` copies of the space through one slot (1 worker), against as many direct searches."""
+    """``args.generations`` calls of ``args.spaces`` copies of the space through one slot (1 worker) that lives
+    across them, against as many direct searches."""
     config = load_config(args.config, overrides + ["ray.workers_per_trial=1", "ray.max_concurrent_trials=1"])
+    count = args.spaces * args.generations
     with tempfile.TemporaryDirectory() as storage:
         start = time.perf_counter()
-        evaluations = evaluate_spaces([space] * args.spaces, config, data_path, Path(storage), "bench-slot")
+        with SearchSlots(config, data_path, Path(storage), "bench-slot", width=args.spaces, total=count) as slots:
+            evaluations = [e for g in range(args.generations)
+                           for e in slots.evaluate([space] * args.spaces, Path(storage) / f"gen-{g}")]
         total = time.perf_counter() - start
     failed = [e.error for e in evaluations if not e.ok]
     if failed:
         raise SystemExit(f"search failed: {failed[0]}")
     inner = sum(e.result.wall_seconds for e in evaluations)
-    direct_total = args.spaces * direct_s
-    return [f"{args.spaces} spaces in 1 slot, 1 worker", f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
-            f"{args.train * args.epochs * args.spaces / inner:.0f}", "-",
-            f"{100 * (total - direct_total) / direct_total:+.0f}% (vs {args.spaces} x direct)"]
+    direct_total = count * direct_s
+    return [f"{args.generations} x {args.spaces} spaces in 1 slot", f"{total:.1f}", f"{total - inner:.1f}",
+            f"{inner:.1f}", f"{args.train * args.epochs * count / inner:.0f}", "-",
+            f"{100 * (total - direct_total) / direct_total:+.0f}% (vs {count} x direct)"]
 
 
 def _training_seconds(result: SearchResult) -> float:

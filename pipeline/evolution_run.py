@@ -2,8 +2,9 @@
 
 A Ray actor (:class:`EvolutionRunner`, no CPUs of its own, on the head node) drives
 :meth:`evolve.loop.Evolution.run` through its hooks. Each generation the evolution
-proposes candidate spaces; the runner's evaluator scores them with one Ray Tune
-trial per space (each a Ray Train data-parallel supernet search, see
+proposes candidate spaces; the runner's evaluator scores them in its search
+slots (Ray Tune trials whose Ray Train worker groups run data-parallel supernet
+searches, started once for the whole evolution and the final search, see
 :mod:`pipeline.ray_eval`) and returns their typed :class:`~spaces.search.SearchResult`;
 the evolution folds them into the populations and scores the spaces; the runner
 merges the weight pool, the evolution saves its state, and the runner logs the
@@ -20,7 +21,8 @@ Run directory::
     evolution.json     the population state after the last finished generation
     status.json        phase, current generation, trials in flight (for ``autospace status``)
     clock.json         seconds of work so far, across resumes (the whole run's ``wall_time_minutes``)
-    generations/gen-N/ spaces.json, results.json and each trial's Ray/search checkpoints
+    generations/gen-N/ spaces.json, results.json and each space's search checkpoint, outcome and placements
+    slots/             the search slots' Tune experiment, Train runs and control files (batches handed out)
     final/             the final search in the learned space (results.json: its evaluation)
     latency_table.<runtime>.json  the run's per-op latency table (budget.latency_runtime, batch 1)
     summary.json, pareto.png
@@ -56,7 +58,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.errors import RunFailedError, SearchInputError, cause
 from pipeline.latency_table import predict_latency, table_file
 from pipeline.placement import run_nodes
-from pipeline.ray_eval import SpaceEvaluation, evaluate_spaces
+from pipeline.ray_eval import SearchSlots, SpaceEvaluation
 from pipeline.report import pareto_front, plot_pareto
 from pipeline.run_clock import RunClock
 from pipeline.run_dir import (RunPaths, heartbeat, prepare_run_dir, read_status, record_driver, resume_run_dir,
@@ -141,12 +143,16 @@ class EvolutionRunner:
         else:
             template = load_space(config, info)
             evolution = Evolution.start(template, _reference(config, template), evolution_settings(config))
-        evolution.run(partial(self._evaluate_generation, evolution, data_path), checkpoint=paths.state,
-                      before_checkpoint=self._merge_pool,
-                      on_generation=partial(self._generation_done, evolution, tracker))
-        return self._deploy(self._finish(evolution, tracker, data_path), tracker, data_path)
+        searches = config.evolution.generations * config.evolution.spaces_per_generation + 1
+        with SearchSlots(config, data_path, paths.slots, "searches", width=config.evolution.spaces_per_generation,
+                         total=searches) as slots:  # closed before the deploy stage, which needs the CPUs
+            evolution.run(partial(self._evaluate_generation, evolution, slots), checkpoint=paths.state,
+                          before_checkpoint=self._merge_pool,
+                          on_generation=partial(self._generation_done, evolution, tracker))
+            summary = self._finish(evolution, tracker, slots)
+        return self._deploy(summary, tracker, data_path)
 
-    def _evaluate_generation(self, evolution: Evolution, data_path: Path,
+    def _evaluate_generation(self, evolution: Evolution, slots: SearchSlots,
                              spaces: list[SearchSpace]) -> list[SearchResult | None]:
         """The evaluator :meth:`Evolution.run` calls: this generation's searches on Ray, their records saved.
 
@@ -158,8 +164,8 @@ class EvolutionRunner:
         write_json(gen_dir / "spaces.json", [s.to_dict() for s in spaces])
         self._set_status(phase="evolution", generation=n, running_trials=len(spaces),
                          generations=config.evolution.generations)
-        evaluations = evaluate_spaces(spaces, config, data_path, gen_dir.resolve(), f"gen-{n}", self.table_path,
-                                      pool=self._pool(n - 1), cell_logits=[evolution.cell_logits(s) for s in spaces])
+        evaluations = slots.evaluate(spaces, gen_dir, self.table_path, pool=self._pool(n - 1),
+                                     cell_logits=[evolution.cell_logits(s) for s in spaces])
         evaluations = self._with_predicted_latency(evaluations)
         write_json(gen_dir / "results.json", [e.to_dict() for e in evaluations])
         check_searches(evaluations, f"generation {n}", gen_dir / "results.json", self.paths.root)
@@ -208,14 +214,13 @@ class EvolutionRunner:
         tracker.log_generation(report, spaces, [e.result for e in evaluations], evolution.to_dict(),
                                [e.placements for e in evaluations])
 
-    def _finish(self, evolution: Evolution, tracker: Tracker, data_path: Path) -> dict[str, Any]:
+    def _finish(self, evolution: Evolution, tracker: Tracker, slots: SearchSlots) -> dict[str, Any]:
         config, paths = self.config, self.paths
         self._set_status(phase="final search", running_trials=1)
         learned = evolution.learned_space()
         write_json(paths.final / "space.json", learned.to_dict())
-        final = evaluate_spaces([learned], config, data_path, paths.final.resolve(), "final", self.table_path,
-                                pool=self._pool(evolution.generation - 1),
-                                cell_logits=[evolution.cell_logits(learned)])
+        final = slots.evaluate([learned], paths.final, self.table_path, pool=self._pool(evolution.generation - 1),
+                               cell_logits=[evolution.cell_logits(learned)])
         final = self._with_predicted_latency(final)[0]
         write_json(paths.final / "results.json", [final.to_dict()])
         check_searches([final], "the final search", paths.final / "results.json", paths.root)

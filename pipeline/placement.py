@@ -1,9 +1,11 @@
 """Where a run's work went: the Ray nodes each trial's Train workers ran on, read back from the run directory.
 
-Each search trial's rank 0 appends one line per worker-group start to
-``space-<i>/placements.jsonl`` (:mod:`pipeline.ray_eval`): a JSON list with one
-``{"node_id", "host", "ip"}`` per rank, in rank order. The evaluation keeps the
-lines of its own attempts as ``SpaceEvaluation.placements`` (the last one is the
+Rank 0 of the worker group that searches a space appends one line per attempt
+(the group taking the space up) to ``space-<i>/placements.jsonl``
+(:mod:`pipeline.ray_eval`): a JSON list with one ``{"node_id", "host", "ip",
+"pid"}`` per rank, in rank order (the process ids tell worker groups apart: a
+slot's group searches space after space). The evaluation keeps the lines of its
+own attempts as ``SpaceEvaluation.placements`` (the last one is the
 attempt that produced the result); this module turns them into MLflow tags and
 the run's ``nodes`` summary. No Ray here, so ``autospace status`` stays instant.
 """
@@ -16,12 +18,12 @@ from typing import Any, Iterable
 
 __all__ = ["PLACEMENTS", "format_nodes", "node_summary", "node_tags", "read_placements", "run_nodes"]
 
-PLACEMENTS = "placements.jsonl"  # in each space-<i> directory, one line per worker-group start
-Placement = list[dict[str, str]]  # one worker group: where each rank ran, rank order
+PLACEMENTS = "placements.jsonl"  # in each space-<i> directory, one line per attempt
+Placement = list[dict[str, Any]]  # one worker group: where each rank ran, rank order
 
 
 def read_placements(space_dir: Path) -> list[Placement]:
-    """Every worker-group start recorded in ``space_dir``, oldest first (none if nothing ran yet)."""
+    """Every attempt recorded in ``space_dir``, oldest first (none if nothing ran yet)."""
     path = space_dir / PLACEMENTS
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -45,7 +47,7 @@ def node_tags(placements: list[Placement]) -> dict[str, str]:
 
 def node_summary(evaluations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per node, in order of first use: ``trials`` whose result came from a worker group with a worker
-    there, and ``attempts``, every worker-group start with a worker there (more attempts than trials:
+    there, and ``attempts``, every attempt by a worker group with a worker there (more attempts than trials:
     work lost or failed on that node and was retried)."""
     nodes: dict[str, dict[str, Any]] = {}
     for evaluation in evaluations:

@@ -1,38 +1,47 @@
-"""Score a generation's candidate spaces on Ray: Tune trials as slots, each a Train worker group reused across spaces.
+"""Score candidate spaces on Ray: Tune trials as slots, each a Train worker group that lives across generations.
 
-A generation's spaces are searched by ``min(trial_capacity, len(spaces))``
-concurrent Ray Tune trials, the *slots*. Each slot's trial function runs one
-Ray Train ``TorchTrainer`` whose ``ray.workers_per_trial`` gloo workers search
-(:func:`spaces.search.search`, data-parallel) one space after another until
-none is left: rank 0 claims the next unclaimed space by creating
-``<storage>/space-<i>/claim`` (exclusive create, so two slots never take the
-same space, on any node that sees the storage) and broadcasts its index. A
-worker group's start (worker processes, torch, gloo; ~10-14 s on 2 cores) and a
-Tune trial's (~3 s) are paid once per slot instead of once per space, and the
-data set is loaded once per worker group. Searches of unequal length balance
-themselves: a slot that finishes early takes the next space.
+A :class:`SearchSlots` object runs ``min(trial_capacity, width)`` concurrent Ray
+Tune trials, the *slots*, from its first :meth:`~SearchSlots.evaluate` call to
+:meth:`~SearchSlots.close`; a run keeps one for all its generations and its final
+search. Each slot's trial function runs one Ray Train ``TorchTrainer`` whose
+``ray.workers_per_trial`` gloo workers search (:func:`spaces.search.search`,
+data-parallel) one space after another, call after call: each call writes its
+spaces as a *batch* file under the slots' control directory, rank 0 of an idle
+slot claims the next unclaimed space of the oldest batch by creating
+``<storage>/space-<i>/claim`` (exclusive create, so two slots never take the same
+space, on any node that sees the storage) and broadcasts it; with nothing to
+claim it polls until a batch comes or the slots are closed. A worker group's
+start (worker processes, torch, gloo, the data set; ~10-14 s on 2 cores) and a
+Tune trial's (~3 s) are so paid once per slot and run instead of once per space.
+Searches of unequal length balance themselves: a slot that finishes early takes
+the next space. :func:`evaluate_spaces` is the one-call form (slots opened for
+one batch and closed).
 
 Results. Rank 0 writes each space's outcome to ``<storage>/space-<i>/outcome.json``
-(the search result, or the error), and :func:`evaluate_spaces` reads them back
-after ``Tuner.fit``: one :class:`SpaceEvaluation` per input space, in input
+(the search result, or the error), and :meth:`SearchSlots.evaluate` reads them
+back once every space of its batch has one, or was claimed by a slot whose trial
+ended, or no slot is left: one :class:`SpaceEvaluation` per input space, in input
 order. Under Train V2 a metrics-only ``ray.train.report`` is a collective every
 rank would have to join, and a files-in-storage record survives a lost worker
-group. A call clears the claims and outcomes an earlier call left, so every
-space is searched again, from its checkpoint.
+group. A call clears the claims and outcomes an earlier call left in its
+storage, so every space is searched again, from its checkpoint.
 
 Retries happen in one layer only, Ray Train's: a failed worker group is
 restarted inside the same trial (no new trial actor or controller) and takes up
 the space it had claimed, from its checkpoint ``space-<i>/search.pt``. Each space
-gets ``1 + ray.max_failures`` attempts (worker-group starts on it; rank 0 logs
+gets ``1 + ray.max_failures`` attempts (worker groups taking it up; rank 0 logs
 each to ``space-<i>/attempts``): a group that restarts on a space that used them
 all records it as failed, with the last error a worker logged in
 ``space-<i>/errors``, and goes on with the next space. Train's own budget is
-sized so that every space can use its attempts. Tune's retries are off; a slot
-whose trial still fails leaves its claimed space failed with that error, and
-:func:`evaluate_spaces` never raises for a search's failure.
+sized so that every space the slots may search (``total``) can use its attempts.
+Tune's retries are off; a slot whose trial still fails writes why to
+``slot-<k>.json`` in the control directory, and leaves its claimed space failed
+with that error; the other slots go on. When no slot is left, the call's
+unclaimed spaces fail with the slots' error and the next call starts new slots.
+:meth:`SearchSlots.evaluate` never raises for a search's failure.
 
 Where work ran. Each worker-group start first gathers every rank's Ray node (id,
-hostname, node IP; one all-gather) and rank 0 appends it to
+hostname, node IP) and process id (one all-gather) and rank 0 appends it to
 ``space-<i>/placements.jsonl`` of every space it starts or takes up; the
 evaluation's ``placements`` are its attempts' lines (:mod:`pipeline.placement`).
 Trial functions are pinned to the head node (:data:`~pipeline.cluster.ON_HEAD`),
@@ -48,12 +57,16 @@ checkpoint, data and config before the first collective, so all ranks stop
 together. A user error before any space (the data set cannot be read) ends the
 slot and marks every space left as failed on the user's input.
 
-Resources. Each Train worker reserves ``ray.cpus_per_worker`` CPUs. The trial
-function only waits on ``fit()``, so it reserves a little memory and no CPU (Tune
-rejects an empty request): trials then never hold CPUs their own workers need,
-and ``cluster CPUs // (workers_per_trial * cpus_per_worker)`` slots run at once.
-No early stopping: Tune stopping a Train-in-Tune trial leaks its workers' CPUs
-(see STACK-NOTES), so every trial runs to its end.
+Resources. Each Train worker reserves ``ray.cpus_per_worker`` CPUs, from the
+slots' start to their close, idle between calls: the owner does its own work
+between calls (the evolution's update, latency measurements) in processes that
+reserve no CPU, and closes the slots before anything that needs the CPUs (the
+deploy stage). Idle workers other than rank 0 wait in a broadcast, which gloo
+times out after Ray Train's 30 minutes. The trial function only waits on
+``fit()``, so it reserves a little memory and no CPU (Tune rejects an empty
+request): trials then never hold CPUs their own workers need. No early
+stopping: Tune stopping a Train-in-Tune trial leaks its workers' CPUs (see
+STACK-NOTES), so every trial runs to its end.
 
 Fault injection (tests, drills), read on the driver and passed to the workers
 through ``train_loop_config``:
@@ -64,10 +77,11 @@ through ``train_loop_config``:
 - ``AUTOSPACE_FAULT_SPACE_ALWAYS=<i>``: space ``i``'s search raises on rank 0
   ``RuntimeError("injected fault (always)")`` on every attempt.
 
-``storage`` is one directory per generation, visible to every node. Calling again
-with the same storage resumes each search from its checkpoint (a crashed driver
-or evolution actor loses no finished epochs); a checkpoint left there by a
-different space is discarded, since it cannot be resumed.
+A call's ``storage`` is one directory per batch (a generation), visible to every
+node. Calling again with the same storage resumes each search from its
+checkpoint (a crashed driver or evolution actor loses no finished epochs); a
+checkpoint left there by a different space is discarded, since it cannot be
+resumed.
 """
 
 from __future__ import annotations
@@ -75,7 +89,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -97,7 +113,7 @@ from spaces.errors import UserError
 from spaces.search import SearchData, SearchResult, WarmStart, search
 from spaces.space import SearchSpace
 
-__all__ = ["SpaceEvaluation", "evaluate_spaces", "trial_capacity"]
+__all__ = ["SearchSlots", "SpaceEvaluation", "evaluate_spaces", "trial_capacity"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +123,8 @@ FAULT_ALWAYS_ENV = "AUTOSPACE_FAULT_SPACE_ALWAYS"
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20, "custom_resources": ON_HEAD}
 INPUT_ERROR_KEY = "input_error"  # the key of a slot's returned user error
 CLAIM, OUTCOME, ERRORS, ATTEMPTS = "claim", "outcome.json", "errors", "attempts"  # files in each space-<i>
+BATCHES, CLOSED = "batches", "closed"  # in the slots' control directory: the calls' batch files, the close marker
+POLL_SECONDS = 0.2  # how often an idle slot looks for a batch, and a call for its batch's outcomes
 
 
 @dataclass
@@ -146,59 +164,165 @@ def trial_capacity(config: Config) -> int:
     return fitting if limit is None else min(limit, fitting)
 
 
+class SearchSlots:
+    """Slots that search the spaces of every :meth:`evaluate` call until :meth:`close` (module docstring).
+
+    Started by the first :meth:`evaluate` (after its latency measurements, which
+    must not run beside a search), and again by a call that finds every slot ended.
+
+    Args:
+        config: the pipeline config (search, budget, data limits, ray sections).
+        data_path: the Parquet data set; every worker group loads it once.
+        storage: where the slots' Tune experiment, Train runs and control files live.
+        name: the Tune experiment's name (Train runs are ``<name>-slot-<k>``).
+        width: the most spaces one call evaluates (slots beyond that would idle).
+        total: the most spaces all calls evaluate (sizes Ray Train's retry budget).
+    """
+
+    def __init__(self, config: Config, data_path: Path, storage: Path, name: str, width: int, total: int) -> None:
+        search_settings(config)  # a config the search rejects fails here, not in every worker
+        self.config, self.name, self.width, self.total = config, name, width, total
+        self.data_path, self.storage = Path(data_path).resolve(), Path(storage).resolve()
+        self.starts = 0  # how many times slots were started (a restart after every slot ended is a new experiment)
+        self.control: Path | None = None
+        self.slots = 0
+        self._batches = 0
+        self._thread: threading.Thread | None = None
+        self._grid: tune.ResultGrid | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> SearchSlots:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def evaluate(self, spaces: list[SearchSpace], storage: Path, latency_table: Path | None = None,
+                 pool: Path | None = None,
+                 cell_logits: list[list[list[list[float]]]] | None = None) -> list[SpaceEvaluation]:
+        """Search every space in the slots; one evaluation per space, in input order.
+
+        Args:
+            spaces: candidate spaces, already adapted to the data set.
+            storage: this batch's directory (one per generation) for the search checkpoints and outcomes.
+            latency_table: the run's latency table file, needed under a latency budget: every
+                entry the spaces can need is measured into it here, before the batch is handed
+                out, and every search prices latency from it (visible to every node, like ``storage``).
+            pool: a weight pool (:mod:`pipeline.weight_pool`) every search starts from, where it
+                offers the pool's cells; each search leaves its own trained weights in
+                ``<storage>/space-<i>/cells.pt``.
+            cell_logits: per space, the op logits its search starts from (fitness priors).
+        """
+        if not spaces:
+            return []
+        if self.config.budget.metric == "latency":
+            if latency_table is None:
+                raise ValueError("budget.metric=latency: evaluating spaces needs the run's latency_table path")
+            _, added = measure_spaces(latency_table, self.config, spaces)
+            logger.info("latency table %s: %d entries measured for this batch", latency_table, added)
+        else:
+            latency_table = None
+        storage = Path(storage).resolve()
+        storage.mkdir(parents=True, exist_ok=True)
+        for index, space in enumerate(spaces):
+            _prepare_space_dir(storage, index, space)
+        attempts_before = [_attempts(storage, i) for i in range(len(spaces))]
+        placed_before = [len(read_placements(_space_dir(storage, i))) for i in range(len(spaces))]
+        self._start()
+        assert self.control is not None
+        write_json(self.control / BATCHES / f"{self._batches:06d}.json", {
+            "storage": str(storage), "spaces": [s.to_dict() for s in spaces], "attempts_before": attempts_before,
+            "latency_table": str(Path(latency_table).resolve()) if latency_table is not None else None,
+            "pool": str(Path(pool).resolve()) if pool is not None else None, "cell_logits": cell_logits})
+        self._batches += 1
+        logger.info("evaluating %d spaces in %d slots under %s", len(spaces), self.slots, storage)
+        while (failures := self._settled(storage, len(spaces))) is None:
+            time.sleep(POLL_SECONDS)
+        return [_evaluation(storage, i, attempts_before[i], placed_before[i], failures) for i in range(len(spaces))]
+
+    def close(self) -> None:
+        """Let the slots finish (their workers exit once idle) and wait for their trials to end."""
+        if self._thread is None:
+            return
+        assert self.control is not None
+        (self.control / CLOSED).touch()
+        self._thread.join()
+        self._thread = None
+        if self._error is not None:
+            logger.warning("the search slots' Tune run ended with %s: %s", type(self._error).__name__, self._error)
+
+    def _start(self) -> None:
+        """Start the slots unless they run; a previous set whose every slot ended is closed first."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self.close()
+        ensure_ray(self.config)
+        name = self.name if self.starts == 0 else f"{self.name}-{self.starts}"
+        self.starts += 1
+        self.control = self.storage / "control" / name
+        shutil.rmtree(self.control, ignore_errors=True)  # a crashed session's batches and slot records
+        (self.control / BATCHES).mkdir(parents=True)
+        self._batches, self._grid, self._error = 0, None, None
+        self.slots = min(trial_capacity(self.config), self.width)
+        ray_config = self.config.ray
+        trainable = tune.with_parameters(
+            _run_slot, control=str(self.control), config=self.config.model_dump(mode="json"),
+            data_path=str(self.data_path), storage=str(self.storage), name=name,
+            max_failures=(1 + ray_config.max_failures) * self.total,  # every space can use its attempts
+            faults={key: os.environ.get(key) for key in (FAULT_ONCE_ENV, FAULT_ALWAYS_ENV)})
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, TRIAL_RESOURCES),
+            param_space={"slot": tune.grid_search(list(range(self.slots)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=self.slots),
+            run_config=tune.RunConfig(storage_path=str(self.storage), name=name, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        logger.info("starting %d search slots under %s", self.slots, self.storage / name)
+        self._thread = threading.Thread(target=self._fit, args=(tuner,), name=f"search-slots-{name}", daemon=True)
+        self._thread.start()
+
+    def _fit(self, tuner: tune.Tuner) -> None:
+        try:
+            self._grid = tuner.fit()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread (_ended)
+            self._error = err
+
+    def _ended(self) -> dict[int, tuple[str, bool] | None]:
+        """Slots whose trial ended: why (error, is it the user's input), or None for a clean end.
+
+        Raises:
+            BaseException: what Tune's own ``fit`` raised, when it did.
+        """
+        assert self.control is not None
+        ended = {row["slot"]: (row["failure"], row["input_error"]) if row["failure"] else None
+                 for row in map(_read_json, self.control.glob("slot-*.json"))}
+        if self._thread is not None and not self._thread.is_alive():
+            if self._error is not None:
+                raise self._error
+            for trial in self._grid or []:  # a trial that ended without its record failed outside its Train job
+                ended.setdefault(int(trial.config["slot"]), _slot_failure(trial))
+            for slot in range(self.slots):
+                ended.setdefault(slot, ("the slot's trial reported nothing", False))
+        return ended
+
+    def _settled(self, storage: Path, count: int) -> dict[int, tuple[str, bool] | None] | None:
+        """The ended slots' failures once every space of the batch has its outcome or never will; else None."""
+        ended = self._ended()
+        for index in range(count):
+            space_dir = _space_dir(storage, index)
+            if (space_dir / OUTCOME).exists():
+                continue
+            claim = _read_json(space_dir / CLAIM)
+            if claim["slot"] not in ended if claim is not None else len(ended) < self.slots:
+                return None  # being searched, or unclaimed while a slot is left to take it
+        return ended
+
+
 def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, storage: Path,
                     name: str, latency_table: Path | None = None, pool: Path | None = None,
                     cell_logits: list[list[list[list[float]]]] | None = None) -> list[SpaceEvaluation]:
-    """Search every space in concurrent slots (module docstring); one evaluation per space, in input order.
-
-    Args:
-        spaces: candidate spaces, already adapted to the data set.
-        config: the pipeline config (search, budget, data limits, ray sections).
-        data_path: the Parquet data set; every worker group loads it itself.
-        storage: this generation's directory for Tune/Train outputs and search checkpoints.
-        name: the Tune experiment's name (Train runs are ``<name>-slot-<k>``).
-        latency_table: the run's latency table file, needed under a latency budget: every
-            entry the spaces can need is measured into it here, before any trial starts,
-            and every search prices latency from it (visible to every node, like ``storage``).
-        pool: a weight pool (:mod:`pipeline.weight_pool`) every search starts from, where it
-            offers the pool's cells; each search leaves its own trained weights in
-            ``<storage>/space-<i>/cells.pt``.
-        cell_logits: per space, the op logits its search starts from (fitness priors).
-    """
-    search_settings(config)  # a config the search rejects fails here, not in every worker
-    if not spaces:
-        return []
-    if config.budget.metric == "latency":
-        if latency_table is None:
-            raise ValueError("budget.metric=latency: evaluate_spaces needs the run's latency_table path")
-        _, added = measure_spaces(latency_table, config, spaces)
-        logger.info("latency table %s: %d entries measured for this generation", latency_table, added)
-    else:
-        latency_table = None
-    ensure_ray(config)
-    storage = Path(storage).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    for index, space in enumerate(spaces):
-        _prepare_space_dir(storage, index, space)
-    attempts_before = [_attempts(storage, i) for i in range(len(spaces))]
-    placed_before = [len(read_placements(_space_dir(storage, i))) for i in range(len(spaces))]
-    trainable = tune.with_parameters(
-        _run_slot, spaces=[s.to_dict() for s in spaces], config=config.model_dump(mode="json"),
-        data_path=str(Path(data_path).resolve()), storage=str(storage), name=name,
-        latency_table=str(Path(latency_table).resolve()) if latency_table is not None else None,
-        pool=str(Path(pool).resolve()) if pool is not None else None, cell_logits=cell_logits,
-        attempts_before=attempts_before,
-        faults={key: os.environ.get(key) for key in (FAULT_ONCE_ENV, FAULT_ALWAYS_ENV)})
-    slots = min(trial_capacity(config), len(spaces))
-    logger.info("evaluating %d spaces in %d slots under %s", len(spaces), slots, storage / name)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, TRIAL_RESOURCES),
-        param_space={"slot": tune.grid_search(list(range(slots)))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=slots),
-        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)))
-    failures = {int(trial.config["slot"]): _slot_failure(trial) for trial in tuner.fit()}
-    return [_evaluation(storage, i, attempts_before[i], placed_before[i], failures) for i in range(len(spaces))]
+    """One batch through slots of its own, opened and closed here (:meth:`SearchSlots.evaluate` for the args)."""
+    with SearchSlots(config, data_path, storage, name, width=len(spaces), total=len(spaces)) as slots:
+        return slots.evaluate(spaces, storage, latency_table, pool, cell_logits)
 
 
 def _slot_failure(trial: tune.Result) -> tuple[str, bool] | None:
@@ -258,20 +382,17 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _run_slot(params: dict[str, Any], *, spaces: list[dict], config: dict, data_path: str, storage: str,
-              name: str, latency_table: str | None, pool: str | None, cell_logits: list | None,
-              attempts_before: list[int], faults: dict[str, str | None]) -> None:
-    """Tune trial function: one Train job that searches spaces until none is left, reported as one row."""
+def _run_slot(params: dict[str, Any], *, control: str, config: dict, data_path: str, storage: str, name: str,
+              max_failures: int, faults: dict[str, str | None]) -> None:
+    """Tune trial function: one Train job that searches the batches' spaces until the slots are closed."""
     slot = int(params["slot"])
     ray_config = Config.model_validate(config).ray
     trainer = torch_trainer(
         _slot_worker,
-        {"slot": slot, "spaces": spaces, "config": config, "data_path": data_path, "storage": storage,
-         "faults": faults, "latency_table": latency_table, "pool": pool, "cell_logits": cell_logits,
-         "attempts_before": attempts_before, "max_attempts": 1 + ray_config.max_failures},
+        {"slot": slot, "control": control, "config": config, "data_path": data_path, "faults": faults,
+         "max_attempts": 1 + ray_config.max_failures},
         workers=ray_config.workers_per_trial, cpus_per_worker=ray_config.cpus_per_worker,
-        storage=Path(storage) / "train", name=f"{name}-slot-{slot}",
-        max_failures=(1 + ray_config.max_failures) * len(spaces))  # every space can use its attempts
+        storage=Path(storage) / "train", name=f"{name}-slot-{slot}", max_failures=max_failures)
     row: dict[str, Any] = {"slot": slot, "failure": "", "input_error": False}
     try:
         result = trainer.fit()
@@ -280,7 +401,28 @@ def _run_slot(params: dict[str, Any], *, spaces: list[dict], config: dict, data_
     else:
         if isinstance(result.return_value, dict) and INPUT_ERROR_KEY in result.return_value:
             row.update(failure=result.return_value[INPUT_ERROR_KEY], input_error=True)
+    write_json(Path(control) / f"slot-{slot}.json", row)  # read while the other slots go on
     tune.report(row)
+
+
+class _Batches:
+    """The batch files of a slots' control directory, read once each (a batch never changes)."""
+
+    def __init__(self, control: Path) -> None:
+        self.control = control
+        self._read: dict[str, dict[str, Any]] = {}
+
+    def get(self, name: str) -> dict[str, Any]:
+        if name not in self._read:
+            self._read[name] = _read_json(self.control / BATCHES / name)
+        return self._read[name]
+
+    def names(self) -> list[str]:
+        """Every batch handed out so far, oldest first (a batch file appears whole: written atomically)."""
+        return sorted(p.name for p in (self.control / BATCHES).glob("*.json"))
+
+    def closed(self) -> bool:
+        return (self.control / CLOSED).exists()
 
 
 def _slot_worker(loop_config: dict[str, Any]) -> dict | None:
@@ -297,39 +439,68 @@ def _slot_worker(loop_config: dict[str, Any]) -> dict | None:
     except UserError as err:
         return {INPUT_ERROR_KEY: f"{type(err).__name__}: {err}"}
     rank = train.get_context().get_world_rank()
-    while (index := _from_rank_0(_take_space(loop_config, placement) if rank == 0 else None)) is not None:
-        _search_space(index, config, data, loop_config)
+    batches = _Batches(Path(loop_config["control"]))
+    while (work := _from_rank_0(_next_space(batches, loop_config, placement) if rank == 0 else None)) is not None:
+        name, index = work
+        _search_space(batches.get(name), index, config, data, loop_config["faults"])
     return None
 
 
-def _take_space(loop_config: dict[str, Any], placement: Placement) -> int | None:
-    """Rank 0: the space this worker group searches next, its attempt and placement logged; None when done.
+def _next_space(batches: _Batches, loop_config: dict[str, Any], placement: Placement) -> tuple[str, int] | None:
+    """Rank 0: (batch, space) this worker group searches next, oldest batch first; waits while there is none;
+    None once the slots are closed."""
+    while True:
+        closed = batches.closed()  # before looking: a batch handed out before the close is never missed
+        for name in batches.names():
+            index = _take_space(batches.get(name), loop_config["slot"], loop_config["max_attempts"], placement)
+            if index is not None:
+                return name, index
+        if closed:
+            return None
+        time.sleep(POLL_SECONDS)
+
+
+def _take_space(batch: dict[str, Any], slot: int, max_attempts: int, placement: Placement) -> int | None:
+    """Rank 0: the space of ``batch`` this worker group searches next, its attempt and placement logged; None
+    when the batch has nothing for it.
 
     First the space this slot claimed and left unfinished (the group restarted after a
     failure), unless it used all its attempts: it is then recorded as failed. Then the
     first space no slot has claimed yet.
     """
-    storage, slot = Path(loop_config["storage"]), loop_config["slot"]
-    for index in range(len(loop_config["spaces"])):
+    storage = Path(batch["storage"])
+    count = len(batch["spaces"])
+    for index in range(count):
         space_dir = _space_dir(storage, index)
         claim = _read_json(space_dir / CLAIM)
         if claim is None or claim["slot"] != slot or (space_dir / OUTCOME).exists():
             continue
-        if _attempts(storage, index) - loop_config["attempts_before"][index] < loop_config["max_attempts"]:
+        if _attempts(storage, index) - batch["attempts_before"][index] < max_attempts:
             return _start_attempt(space_dir, placement, index)
         errors = (space_dir / ERRORS).read_text().splitlines() if (space_dir / ERRORS).exists() else []
         write_json(space_dir / OUTCOME, _outcome(claim, None, errors[-1] if errors else
                                                   "its worker group was lost (a worker process or node died)"))
-    for index in range(len(loop_config["spaces"])):
+    for index in range(count):
         space_dir = _space_dir(storage, index)
-        try:
-            descriptor = os.open(space_dir / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            continue
-        with os.fdopen(descriptor, "w") as claim:
-            json.dump({"slot": slot, "time": time.time()}, claim)
-        return _start_attempt(space_dir, placement, index)
+        if _claim(space_dir, slot):
+            return _start_attempt(space_dir, placement, index)
     return None
+
+
+def _claim(space_dir: Path, slot: int) -> bool:
+    """Claim the space for ``slot`` unless a slot has: the claim file appears whole or not at all (a hard link
+    of a written file, which fails when the claim exists, also on NFS)."""
+    if (space_dir / CLAIM).exists():
+        return False
+    written = space_dir / f".claim-{slot}-{os.getpid()}"
+    written.write_text(json.dumps({"slot": slot, "time": time.time()}))
+    try:
+        os.link(written, space_dir / CLAIM)
+    except FileExistsError:
+        return False
+    finally:
+        written.unlink()
+    return True
 
 
 def _start_attempt(space_dir: Path, placement: Placement, index: int) -> int:
@@ -346,19 +517,20 @@ def _outcome(claim: dict[str, Any], result: dict | None, error: str | None,
             "wall_seconds": time.time() - claim["time"]}
 
 
-def _search_space(index: int, config: Config, data: SearchData, loop_config: dict[str, Any]) -> None:
+def _search_space(batch: dict[str, Any], index: int, config: Config, data: SearchData,
+                  faults: dict[str, str | None]) -> None:
     """One space's search on every rank; rank 0 records its outcome. Any other error is logged and raised,
     so that Ray Train restarts the worker group on it."""
     rank = train.get_context().get_world_rank()
-    space_dir = _space_dir(Path(loop_config["storage"]), index)
+    space_dir = _space_dir(Path(batch["storage"]), index)
     result, error = None, None
     try:
         if rank == 0:
-            _maybe_inject_fault(index, loop_config["faults"], space_dir)
-        table, pool, logits = loop_config["latency_table"], loop_config["pool"], loop_config["cell_logits"]
+            _maybe_inject_fault(index, faults, space_dir)
+        table, pool, logits = batch["latency_table"], batch["pool"], batch["cell_logits"]
         warm = WarmStart(weights=load_pool(Path(pool)) if pool is not None else None,
                          cell_logits=logits[index] if logits is not None else None)
-        result = search(SearchSpace.from_dict(loop_config["spaces"][index]), data, search_settings(config),
+        result = search(SearchSpace.from_dict(batch["spaces"][index]), data, search_settings(config),
                         checkpoint=space_dir / "search.pt",
                         latency_table=load_table(Path(table), config) if table is not None else None,
                         warm_start=warm, weights_out=space_dir / SEARCH_WEIGHTS_FILE).to_dict()
@@ -382,9 +554,10 @@ def _from_rank_0(value: Any) -> Any:
 
 
 def _gather_placement() -> Placement:
-    """Every rank's Ray node, host name and node IP, in rank order (one all-gather over the worker group)."""
+    """Every rank's Ray node, host name, node IP and process id, in rank order (one all-gather over the worker
+    group); the process ids tell one worker group from another."""
     here = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-            "ip": ray.util.get_node_ip_address()}
+            "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
     if not (dist.is_available() and dist.is_initialized()):
         return [here]
     everyone: list[Any] = [None] * dist.get_world_size()

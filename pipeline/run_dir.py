@@ -45,6 +45,7 @@ class RunPaths:
         self.summary = self.root / "summary.json"
         self.pareto = self.root / "pareto.png"
         self.final = self.root / "final"
+        self.slots = self.root / "slots"
 
     def generation(self, n: int) -> Path:
         return self.root / "generations" / f"gen-{n}"

@@ -1,5 +1,5 @@
-"""The Ray evaluator end to end on a real local Ray: tiny spaces, tiny data, real Tune and Train; the slots' claims
-of spaces without Ray."""
+"""The Ray evaluator end to end on a real local Ray: tiny spaces, tiny data, real Tune and Train; slots that live
+across calls; the slots' claims of spaces without Ray."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import ray
 
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.placement import read_placements
-from pipeline.ray_eval import SpaceEvaluation, _prepare_space_dir, _take_space, evaluate_spaces, trial_capacity
+from pipeline.placement import Placement
+from pipeline.ray_eval import (SearchSlots, SpaceEvaluation, _prepare_space_dir, _take_space, evaluate_spaces,
+                               trial_capacity)
 from pipeline.weight_pool import load_pool, merge_pools
 from spaces.latency import LatencyTable
 from spaces.supernet import space_latency_keys
@@ -46,6 +48,12 @@ def local_node() -> dict[str, str]:
     """Where a worker of the session's one-node Ray runs: its node, this host."""
     return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
             "ip": ray.util.get_node_ip_address()}
+
+
+def nodes(placements: list[Placement]) -> list[list[dict[str, str]]]:
+    """The placements without the workers' process ids (which a test cannot know)."""
+    assert all(isinstance(w["pid"], int) for p in placements for w in p)
+    return [[{k: v for k, v in w.items() if k != "pid"} for w in p] for p in placements]
 
 
 def assert_searched(evaluation: SpaceEvaluation, space: SearchSpace) -> None:
@@ -84,17 +92,18 @@ def test_a_leftover_checkpoint_is_kept_for_its_space_and_dropped_for_another(tmp
 def test_a_slot_takes_the_first_unclaimed_space_and_after_a_restart_the_one_it_left(tmp_path: Path) -> None:
     for index in range(3):
         _prepare_space_dir(tmp_path, index, space_at(8 + 2 * index))
-    here = [{"node_id": "n0", "host": "h", "ip": "127.0.0.1"}]
-    config = {"storage": str(tmp_path), "spaces": [{}] * 3, "attempts_before": [0, 0, 0], "max_attempts": 2}
-    slot_0, slot_1 = {**config, "slot": 0}, {**config, "slot": 1}
-    assert [_take_space(slot_0, here), _take_space(slot_1, here)] == [0, 1]
+    here = [{"node_id": "n0", "host": "h", "ip": "127.0.0.1", "pid": 1}]
+    batch = {"storage": str(tmp_path), "spaces": [{}] * 3, "attempts_before": [0, 0, 0]}
+    assert [_take_space(batch, 0, 2, here), _take_space(batch, 1, 2, here)] == [0, 1]
+    assert json.loads((tmp_path / "space-1" / "claim").read_text())["slot"] == 1
+    assert not list(tmp_path.glob("space-*/.claim-*"))  # a claim is written aside, then linked in place
     (tmp_path / "space-1" / "outcome.json").write_text("{}")  # slot 1 finished space 1
-    assert _take_space(slot_0, here) == 0  # slot 0 restarted: it takes up its unfinished space, attempt 2
+    assert _take_space(batch, 0, 2, here) == 0  # slot 0 restarted: it takes up its unfinished space, attempt 2
     (tmp_path / "space-0" / "errors").write_text("RuntimeError: first\nRuntimeError: second\n")
-    assert _take_space(slot_0, here) == 2  # space 0 used its 2 attempts: failed with its last error; next
+    assert _take_space(batch, 0, 2, here) == 2  # space 0 used its 2 attempts: failed with its last error; next
     outcome = json.loads((tmp_path / "space-0" / "outcome.json").read_text())
     assert outcome["result"] is None and outcome["error"] == "RuntimeError: second" and not outcome["input_error"]
-    assert _take_space(slot_1, here) is None  # every space claimed
+    assert _take_space(batch, 1, 2, here) is None  # every space claimed
     assert [len(read_placements(tmp_path / f"space-{i}")) for i in range(3)] == [2, 1, 1]
     _prepare_space_dir(tmp_path, 0, space_at(8))  # a new call searches every space again
     assert not (tmp_path / "space-0" / "claim").exists() and not (tmp_path / "space-0" / "outcome.json").exists()
@@ -119,7 +128,7 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     for evaluation, space in zip(evaluations, spaces):
         assert_searched(evaluation, space)
     assert [e.result.arch.input_size for e in evaluations] == [12, 8]
-    assert [e.placements for e in evaluations] == [[[local_node()]]] * 2  # one attempt, one worker, here
+    assert [nodes(e.placements) for e in evaluations] == [[[local_node()]]] * 2  # one attempt, one worker, here
     assert (tmp_path / "gen-0" / "space-1" / "search.pt").exists()
     assert (tmp_path / "gen-0" / "gen-0").is_dir()  # Tune's experiment under storage, not ~/ray_results
     copy = SpaceEvaluation.from_dict(json.loads(json.dumps(evaluations[0].to_dict())))
@@ -135,6 +144,21 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     assert again.ok and again.result.warm_started == len(load_pool(pool))
 
 
+def test_slots_live_across_calls_one_worker_group_searches_every_generation(
+        ray_cluster: dict[str, float], tiny_dataset: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset, "ray.max_concurrent_trials=1")
+    with SearchSlots(config, tiny_dataset, tmp_path / "slots", "searches", width=2, total=3) as slots:
+        first = slots.evaluate([space_at(12), space_at(8)], tmp_path / "gen-0")
+        assert ray.available_resources().get("CPU", 0.0) == pytest.approx(ray_cluster["CPU"] - 0.45)  # idle, held
+        [second] = slots.evaluate([space_at(10)], tmp_path / "gen-1")
+    for evaluation, space in zip(first + [second], [space_at(12), space_at(8), space_at(10)]):
+        assert_searched(evaluation, space)
+    assert len({w["pid"] for e in first + [second] for p in e.placements for w in p}) == 1  # one worker group
+    assert slots.starts == 1 and sorted(p.name for p in (tmp_path / "slots" / "train").iterdir()) == [
+        "searches-slot-0"]
+    assert wait_for_free_cpus() == ray_cluster["CPU"]  # closed: the worker group is gone
+
+
 def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
         ray_cluster: dict[str, float], tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_dataset, "ray.workers_per_trial=2", "budget.metric=latency", "budget.target=0.05",
@@ -144,7 +168,7 @@ def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
         evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers")
     [evaluation] = evaluate_spaces([space_at(12)], config, tiny_dataset, tmp_path, "two-workers", table_path)
     assert_searched(evaluation, space_at(12))
-    assert evaluation.placements == [[local_node(), local_node()]]  # both ranks' places, gathered by rank 0
+    assert nodes(evaluation.placements) == [[local_node(), local_node()]]  # both ranks' places, gathered by rank 0
     # the table was measured before the trial, for every member of the space, and priced the search
     table = LatencyTable.load(table_path, runtime="torch", batch=1)
     assert set(space_latency_keys(space_at(12))) <= set(table.entries)
@@ -175,7 +199,9 @@ def test_a_failed_worker_is_retried_and_the_trial_succeeds(faulty_run: tuple[lis
     retried = evaluations[0]
     assert (storage / "space-0" / "fault-injected").exists()
     assert retried.ok and retried.attempts == 2, retried.error
-    assert retried.placements == [[local_node()]] * 2  # each attempt says where it ran
+    assert nodes(retried.placements) == [[local_node()]] * 2  # each attempt says where it ran
+    first, second = (p[0]["pid"] for p in retried.placements)
+    assert first != second  # the retry is a new worker group
     assert space_at(12).contains(retried.result.arch)
 
 
