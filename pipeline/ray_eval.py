@@ -62,7 +62,11 @@ slots' start to their close, idle between calls: the owner does its own work
 between calls (the evolution's update, latency measurements) in processes that
 reserve no CPU, and closes the slots before anything that needs the CPUs (the
 deploy stage). Idle workers other than rank 0 wait in a broadcast, which gloo
-times out after Ray Train's 30 minutes. The trial function only waits on
+times out after Ray Train's 30 minutes. After a node loss the cluster may hold
+fewer worker groups than there are slots: a call then asks idle slots to end
+(``retire-<k>`` in the control directory), since a worker group that Ray Train
+restarts on the nodes left waits for CPUs (its placement retried every 60 s),
+which an idle slot would otherwise hold for good. The trial function only waits on
 ``fit()``, so it reserves a little memory and no CPU (Tune rejects an empty
 request): trials then never hold CPUs their own workers need. No early
 stopping: Tune stopping a Train-in-Tune trial leaks its workers' CPUs (see
@@ -103,7 +107,7 @@ import torch.distributed as dist
 from ray import train, tune
 
 from pipeline.cluster import ON_HEAD, ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.latency_table import load_table, measure_spaces
 from pipeline.placement import PLACEMENTS, Placement, read_placements
 from pipeline.run_dir import write_json
@@ -123,7 +127,8 @@ FAULT_ALWAYS_ENV = "AUTOSPACE_FAULT_SPACE_ALWAYS"
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20, "custom_resources": ON_HEAD}
 INPUT_ERROR_KEY = "input_error"  # the key of a slot's returned user error
 CLAIM, OUTCOME, ERRORS, ATTEMPTS = "claim", "outcome.json", "errors", "attempts"  # files in each space-<i>
-BATCHES, CLOSED = "batches", "closed"  # in the slots' control directory: the calls' batch files, the close marker
+# in the slots' control directory: the calls' batch files, the close marker, a request that one slot ends
+BATCHES, CLOSED, RETIRE = "batches", "closed", "retire-"
 POLL_SECONDS = 0.2  # how often an idle slot looks for a batch, and a call for its batch's outcomes
 
 
@@ -307,14 +312,34 @@ class SearchSlots:
     def _settled(self, storage: Path, count: int) -> dict[int, tuple[str, bool] | None] | None:
         """The ended slots' failures once every space of the batch has its outcome or never will; else None."""
         ended = self._ended()
+        busy = set()
         for index in range(count):
             space_dir = _space_dir(storage, index)
             if (space_dir / OUTCOME).exists():
                 continue
             claim = _read_json(space_dir / CLAIM)
             if claim["slot"] not in ended if claim is not None else len(ended) < self.slots:
-                return None  # being searched, or unclaimed while a slot is left to take it
-        return ended
+                busy.add(claim["slot"] if claim is not None else None)  # being searched, or waiting for a slot
+        if not busy:
+            return ended
+        self._retire_beyond_capacity(ended, busy)
+        return None
+
+    def _retire_beyond_capacity(self, ended: dict[int, Any], busy: set[int | None]) -> None:
+        """Ask idle slots to end when the cluster holds fewer worker groups than there are slots left (a node
+        was lost): a worker group restarted elsewhere waits for the CPUs an idle slot would otherwise hold for
+        good. The cluster growing back does not add slots."""
+        assert self.control is not None
+        retiring = {int(path.name.removeprefix(RETIRE)) for path in self.control.glob(f"{RETIRE}*")}
+        live = [slot for slot in range(self.slots) if slot not in ended and slot not in retiring]
+        try:
+            capacity = trial_capacity(self.config)
+        except ConfigError:  # not one worker group fits any more
+            capacity = 0
+        idle = [slot for slot in reversed(live) if slot not in busy]
+        for slot in idle[:len(live) - capacity]:
+            logger.warning("search slot %d ends: the cluster now holds %d worker groups", slot, capacity)
+            (self.control / f"{RETIRE}{slot}").touch()
 
 
 def evaluate_spaces(spaces: list[SearchSpace], config: Config, data_path: Path, storage: Path,
@@ -448,14 +473,14 @@ def _slot_worker(loop_config: dict[str, Any]) -> dict | None:
 
 def _next_space(batches: _Batches, loop_config: dict[str, Any], placement: Placement) -> tuple[str, int] | None:
     """Rank 0: (batch, space) this worker group searches next, oldest batch first; waits while there is none;
-    None once the slots are closed."""
+    None once the slots are closed or this slot is asked to end."""
     while True:
         closed = batches.closed()  # before looking: a batch handed out before the close is never missed
         for name in batches.names():
             index = _take_space(batches.get(name), loop_config["slot"], loop_config["max_attempts"], placement)
             if index is not None:
                 return name, index
-        if closed:
+        if closed or (batches.control / f"{RETIRE}{loop_config['slot']}").exists():
             return None
         time.sleep(POLL_SECONDS)
 

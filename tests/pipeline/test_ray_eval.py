@@ -15,8 +15,8 @@ import ray
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.placement import read_placements
 from pipeline.placement import Placement
-from pipeline.ray_eval import (SearchSlots, SpaceEvaluation, _prepare_space_dir, _take_space, evaluate_spaces,
-                               trial_capacity)
+from pipeline.ray_eval import (SearchSlots, SpaceEvaluation, _Batches, _next_space, _prepare_space_dir, _take_space,
+                               evaluate_spaces, trial_capacity)
 from pipeline.weight_pool import load_pool, merge_pools
 from spaces.latency import LatencyTable
 from spaces.supernet import space_latency_keys
@@ -157,6 +157,20 @@ def test_slots_live_across_calls_one_worker_group_searches_every_generation(
     assert slots.starts == 1 and sorted(p.name for p in (tmp_path / "slots" / "train").iterdir()) == [
         "searches-slot-0"]
     assert wait_for_free_cpus() == ray_cluster["CPU"]  # closed: the worker group is gone
+
+
+def test_idle_slots_beyond_the_clusters_capacity_are_asked_to_end(ray_cluster: dict[str, float],
+                                                                  tiny_dataset: Path, tmp_path: Path) -> None:
+    slots = SearchSlots(tiny_config(tiny_dataset, "ray.cpus_per_worker=1.0"), tiny_dataset, tmp_path, "s", 4, 4)
+    slots.control, slots.slots = tmp_path / "control", 4  # as if 4 slots had started, and nodes were lost since
+    (slots.control / "batches").mkdir(parents=True)
+    slots._retire_beyond_capacity(ended={0: None}, busy={3, None})
+    # slot 0 ended, 3 searches: 3 slots left, one more than 2 CPUs hold; the last idle one is asked to end
+    assert sorted(p.name for p in slots.control.glob("retire-*")) == ["retire-2"]
+    slots._retire_beyond_capacity(ended={0: None}, busy={3})
+    assert sorted(p.name for p in slots.control.glob("retire-*")) == ["retire-2"]  # a retiring slot is not counted
+    here = [{"node_id": "n0", "host": "h", "ip": "127.0.0.1", "pid": 1}]
+    assert _next_space(_Batches(slots.control), {"slot": 2, "max_attempts": 1}, here) is None  # ends, not waits
 
 
 def test_two_workers_search_one_space_data_parallel_under_a_latency_budget(
