@@ -3,8 +3,8 @@ and a whole cluster lost with its driver, restarted, and the run resumed.
 
 One run serves the first two tests (slow, ~3 min): a head and a worker node of 1
 CPU each (``ray start``, :mod:`tests.ray_nodes`), two generations of two 1-worker
-searches with ``--set ray.address=127.0.0.1:P``. Generation 0 runs undisturbed,
-one search per node; in generation 1 the worker node's raylet is SIGKILLed once
+searches with ``--set ray.address=127.0.0.1:P``. Generation 0 runs undisturbed;
+in generation 1 the worker node's raylet is SIGKILLed once
 its search has a checkpoint, and the run must still finish.
 """
 
@@ -98,10 +98,12 @@ def test_a_run_on_two_nodes_spreads_its_trials_and_says_where_each_ran(
     assert "ray: joined the cluster at " in lost_node_run["out"] and "2 CPUs on 2 nodes" in lost_node_run["out"]
     generation_0 = _results(run, 0)
     assert all(e["ok"] and e["attempts"] == 1 for e in generation_0)
-    # one CPU per node and one 1-CPU worker per search: the two concurrent searches ran one on each node
-    assert sorted(e["placements"][0][0]["node_id"] for e in generation_0) == sorted([head, worker])
+    # one CPU per node and one 1-CPU worker per search: a search runs on the head or the worker node. Which
+    # ones varies: a slot whose worker group starts first may search both spaces before the other starts.
+    where_0 = sorted(e["placements"][0][0]["node_id"] for e in generation_0)
+    assert set(where_0) <= {head, worker}
     nodes = {n["node_id"]: n for n in json.loads((run / "summary.json").read_text())["nodes"]}
-    assert set(nodes) == {head, worker} and nodes[worker]["trials"] >= 1
+    assert set(nodes) == {head, worker} and nodes[worker]["trials"] >= 1 and nodes[head]["trials"] >= 1
     assert sum(n["trials"] for n in nodes.values()) == 5  # 2 generations of 2 searches and the final search
     status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(run), "--json"], cwd=REPO,
                             env=two_nodes.env, capture_output=True, text=True, check=True)
@@ -109,7 +111,7 @@ def test_a_run_on_two_nodes_spreads_its_trials_and_says_where_each_ran(
     client = MlflowClient(json.loads((run / "run.json").read_text())["tracking_uri"])
     spaces = client.search_runs([json.loads((run / "run.json").read_text())["experiment_id"]],
                                 "tags.`autospace.kind` = 'space' and tags.`autospace.generation` = '0'")
-    assert sorted(r.data.tags["autospace.node_id"] for r in spaces) == sorted([head, worker])
+    assert sorted(r.data.tags["autospace.node_id"] for r in spaces) == where_0
 
 
 def test_a_worker_node_lost_mid_generation_costs_only_a_retry_on_the_node_left(
