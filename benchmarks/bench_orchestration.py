@@ -10,8 +10,9 @@ Measured side by side in one run, on the same space, data and settings:
 4. with ``--spaces N`` (and ``--generations G``): G calls ("generations") of N copies
    of the space each through one slot that lives across the calls (one Tune trial,
    one Train worker group that searches them one after another, as ``autospace run``
-   does for its generations and final search), against G x N direct searches: the
-   fixed start is paid once per slot and run, not once per space.
+   does for its generations and final search), against G x N direct searches run
+   in this process before each call (interleaved, so both sides see the same
+   machine): the fixed start is paid once per slot and run, not once per space.
 
 Prints the overhead of (2) over (1) and its fixed part (everything around the
 search itself: Tune's trial, the Train controller and worker-group start, gloo
@@ -46,7 +47,7 @@ from pipeline.config import load_config
 from pipeline.ray_eval import SearchSlots, evaluate_spaces
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table
-from spaces.search import SearchResult, search
+from spaces.search import SearchData, SearchResult, SearchSettings, search
 from spaces.space import SearchSpace
 from tests.ray_nodes import LocalRayCluster
 
@@ -114,7 +115,7 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
                      f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
                      f"{100 * (total - direct_s) / direct_s:+.0f}%"])
     if args.spaces * args.generations > 1:
-        rows.append(_one_slot_row(args, overrides, space, data_path, direct_s))
+        rows += _one_slot_rows(args, overrides, space, data_path, data, settings)
     print(f"\nspace {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
           f"batch {settings.batch_size}; {args.nodes} Ray node(s)")
     print(format_table(["path", "wall s", "fixed s", "search s (inside)", "samples/s (inside)",
@@ -123,26 +124,34 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
     return timings[1] / timings[2]
 
 
-def _one_slot_row(args: argparse.Namespace, overrides: list[str], space: SearchSpace, data_path: Path,
-                  direct_s: float) -> list[str]:
+def _one_slot_rows(args: argparse.Namespace, overrides: list[str], space: SearchSpace, data_path: Path,
+                   data: SearchData, settings: SearchSettings) -> list[list[str]]:
     """``args.generations`` calls of ``args.spaces`` copies of the space through one slot (1 worker) that lives
-    across them, against as many direct searches."""
+    across them, each call after as many direct searches in this process (interleaved: both sides see the same
+    machine); the slot's wall time leaves out the direct searches' time."""
     config = load_config(args.config, overrides + ["ray.workers_per_trial=1", "ray.max_concurrent_trials=1"])
     count = args.spaces * args.generations
+    direct_s, evaluations = 0.0, []
     with tempfile.TemporaryDirectory() as storage:
         start = time.perf_counter()
         with SearchSlots(config, data_path, Path(storage), "bench-slot", width=args.spaces, total=count) as slots:
-            evaluations = [e for g in range(args.generations)
-                           for e in slots.evaluate([space] * args.spaces, Path(storage) / f"gen-{g}")]
-        total = time.perf_counter() - start
+            for generation in range(args.generations):
+                direct_start = time.perf_counter()
+                for _ in range(args.spaces):
+                    search(space, data, settings)
+                direct_s += time.perf_counter() - direct_start
+                evaluations += slots.evaluate([space] * args.spaces, Path(storage) / f"gen-{generation}")
+        total = time.perf_counter() - start - direct_s
     failed = [e.error for e in evaluations if not e.ok]
     if failed:
         raise SystemExit(f"search failed: {failed[0]}")
     inner = sum(e.result.wall_seconds for e in evaluations)
-    direct_total = count * direct_s
-    return [f"{args.generations} x {args.spaces} spaces in 1 slot", f"{total:.1f}", f"{total - inner:.1f}",
-            f"{inner:.1f}", f"{args.train * args.epochs * count / inner:.0f}", "-",
-            f"{100 * (total - direct_total) / direct_total:+.0f}% (vs {count} x direct)"]
+    samples = args.train * args.epochs * count
+    return [[f"{count} x direct, interleaved", f"{direct_s:.1f}", "-", f"{direct_s:.1f}", f"{samples / direct_s:.0f}",
+             "-", "-"],
+            [f"{args.generations} x {args.spaces} spaces in 1 slot", f"{total:.1f}", f"{total - inner:.1f}",
+             f"{inner:.1f}", f"{samples / inner:.0f}", "-",
+             f"{100 * (total - direct_s) / direct_s:+.0f}% (vs {count} x direct)"]]
 
 
 def _training_seconds(result: SearchResult) -> float:
