@@ -5,7 +5,8 @@ A Ray actor (:class:`EvolutionRunner`, no CPUs of its own, on the head node) dri
 proposes candidate spaces; the runner's evaluator scores them in its search
 slots (Ray Tune trials whose Ray Train worker groups run data-parallel supernet
 searches, started once for the whole evolution and the final search, see
-:mod:`pipeline.ray_eval`) and returns their typed :class:`~spaces.search.SearchResult`;
+:mod:`pipeline.ray_eval`; started before the runner's tracking and first
+generation are set up, so that their start overlaps them) and returns their typed :class:`~spaces.search.SearchResult`;
 the evolution folds them into the populations and scores the spaces; the runner
 merges the weight pool, the evolution saves its state, and the runner logs the
 generation to MLflow. Then a final search in the learned
@@ -122,18 +123,23 @@ class EvolutionRunner:
     def run(self) -> dict[str, Any]:
         config, paths = self.config, self.paths
         data_path, info = dataset_info(config)
-        run_info = json.loads(paths.run.read_text()) if paths.run.exists() else {}
-        tracker = Tracker(config, run_info.get("parent_run_id"))
-        write_json(paths.run, {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
-                                "tracking_uri": tracker.uri})
-        try:
-            return self._run(tracker, data_path, info)
-        except (UserError, RunFailedError) as err:
-            self._set_status(phase="failed", error=str(err), running_trials=0)
-            tracker.fail(str(err))
-            raise
+        searches = config.evolution.generations * config.evolution.spaces_per_generation + 1
+        with SearchSlots(config, data_path, paths.slots, "searches", width=config.evolution.spaces_per_generation,
+                         total=searches) as slots:
+            if not paths.summary.exists() and config.budget.metric != "latency":
+                slots.start()  # their start overlaps the set-up below; a latency budget measures its table first
+            run_info = json.loads(paths.run.read_text()) if paths.run.exists() else {}
+            tracker = Tracker(config, run_info.get("parent_run_id"))
+            write_json(paths.run, {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,
+                                    "tracking_uri": tracker.uri})
+            try:
+                return self._run(tracker, data_path, info, slots)
+            except (UserError, RunFailedError) as err:
+                self._set_status(phase="failed", error=str(err), running_trials=0)
+                tracker.fail(str(err))
+                raise
 
-    def _run(self, tracker: Tracker, data_path: Path, info: Any) -> dict[str, Any]:
+    def _run(self, tracker: Tracker, data_path: Path, info: Any, slots: SearchSlots) -> dict[str, Any]:
         config, paths = self.config, self.paths
         if paths.summary.exists():  # evolution finished earlier: only the deploy stage may be left
             return self._deploy(json.loads(paths.summary.read_text()), tracker, data_path)
@@ -143,13 +149,11 @@ class EvolutionRunner:
         else:
             template = load_space(config, info)
             evolution = Evolution.start(template, _reference(config, template), evolution_settings(config))
-        searches = config.evolution.generations * config.evolution.spaces_per_generation + 1
-        with SearchSlots(config, data_path, paths.slots, "searches", width=config.evolution.spaces_per_generation,
-                         total=searches) as slots:  # closed before the deploy stage, which needs the CPUs
-            evolution.run(partial(self._evaluate_generation, evolution, slots), checkpoint=paths.state,
-                          before_checkpoint=self._merge_pool,
-                          on_generation=partial(self._generation_done, evolution, tracker))
-            summary = self._finish(evolution, tracker, slots)
+        evolution.run(partial(self._evaluate_generation, evolution, slots), checkpoint=paths.state,
+                      before_checkpoint=self._merge_pool,
+                      on_generation=partial(self._generation_done, evolution, tracker))
+        summary = self._finish(evolution, tracker, slots)
+        slots.close()  # before the deploy stage, which needs the CPUs
         return self._deploy(summary, tracker, data_path)
 
     def _evaluate_generation(self, evolution: Evolution, slots: SearchSlots,

@@ -148,6 +148,12 @@ def test_slots_live_across_calls_one_worker_group_searches_every_generation(
         ray_cluster: dict[str, float], tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_dataset, "ray.max_concurrent_trials=1")
     with SearchSlots(config, tiny_dataset, tmp_path / "slots", "searches", width=2, total=3) as slots:
+        slots.start()  # before any space is handed out, as a run does before its own set-up
+        train_run = tmp_path / "slots" / "train" / "searches-slot-0"
+        deadline = time.monotonic() + 60
+        while not train_run.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert train_run.exists() and not (tmp_path / "gen-0").exists()  # the slot's Train run started first
         first = slots.evaluate([space_at(12), space_at(8)], tmp_path / "gen-0")
         assert ray.available_resources().get("CPU", 0.0) == pytest.approx(ray_cluster["CPU"] - 0.45)  # idle, held
         [second] = slots.evaluate([space_at(10)], tmp_path / "gen-1")
