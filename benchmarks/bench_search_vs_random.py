@@ -57,7 +57,8 @@ def run_search(job: tuple[SearchSettings, dict | None]) -> dict:
     expected = result.expected_madds if table is None else result.expected_latency_ms
     return {"seed": settings.seed, "arch": result.arch.encode(), "madds": result.cost.madds,
             "expected": expected, "val_accuracy": result.val_accuracy,
-            "entropy": result.entropy["mean"], "max_entropy": result.entropy["max"], "wall": result.wall_seconds}
+            "entropy": result.entropy["mean"], "max_entropy": result.entropy["max"], "wall": result.wall_seconds,
+            "inherited": [c.accuracy for c in result.candidates if c.accuracy is not None]}
 
 
 def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
@@ -88,6 +89,8 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--cost-loss", choices=["fbnet", "hinge"], default="hinge")
     parser.add_argument("--arch-lr", type=float, default=0.03, help="Adam learning rate of the architecture")
+    parser.add_argument("--derive-ranked", type=int, default=SearchSettings.derive_ranked,
+                        help="in-budget candidates the derivation ranks by inherited accuracy")
     parser.add_argument("--rivals", type=int, default=4, help="cost-matched random rivals per searched arch")
     parser.add_argument("--match", type=float, default=0.05, help="relative MAdds window of a rival")
     parser.add_argument("--retrain-epochs", type=int, default=5)
@@ -111,19 +114,21 @@ def main() -> None:
     cost, unit, fmt = (madds, "MAdds", "{:,.0f}") if table is None else (table.predict, "ms", "{:.4f}")
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
           f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {fmt.format(target)} {unit}, "
-          f"{args.cost_loss} loss, arch lr {args.arch_lr}; {args.workers} workers x 1 thread", flush=True)
+          f"{args.cost_loss} loss, arch lr {args.arch_lr}, {args.derive_ranked} candidates ranked; "
+          f"{args.workers} workers x 1 thread", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     jobs = [(SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
                             seed=seed, target=target, cost_loss=args.cost_loss, arch_lr=args.arch_lr,
-                            budget_metric=args.metric), None if table is None else table.to_dict())
+                            budget_metric=args.metric, derive_ranked=args.derive_ranked),
+             None if table is None else table.to_dict())
             for seed in range(args.search_seeds)]
     searches = list(pool.map(run_search, jobs))
     for s in searches:
         print(f"  search seed {s['seed']}: {s['wall']:.0f}s, derived {fmt.format(cost(Arch.parse(s['arch'])))} "
               f"{unit} (expected {fmt.format(s['expected'])}), val acc {s['val_accuracy']:.4f}, "
-              f"entropy mean {s['entropy']:.2f} "
-              f"max {s['max_entropy']:.2f}", flush=True)
+              f"entropy mean {s['entropy']:.2f} max {s['max_entropy']:.2f}; {len(s['inherited'])} ranked, inherited "
+              f"acc {min(s['inherited'], default=0):.4f}-{max(s['inherited'], default=0):.4f}", flush=True)
 
     rng, taken = random.Random(args.seed), {s["arch"] for s in searches}
     rivals = {s["seed"]: matched_rivals(space, s["arch"], args.rivals, args.match, rng, taken, cost)
