@@ -58,7 +58,12 @@ def run_search(job: tuple[SearchSettings, dict | None]) -> dict:
     return {"seed": settings.seed, "arch": result.arch.encode(), "madds": result.cost.madds,
             "expected": expected, "val_accuracy": result.val_accuracy,
             "entropy": result.entropy["mean"], "max_entropy": result.entropy["max"], "wall": result.wall_seconds,
-            "inherited": [c.accuracy for c in result.candidates if c.accuracy is not None]}
+            "ranked": [c.to_dict() for c in result.candidates if c.accuracy is not None]}
+
+
+def inherited(searched: dict) -> list[float]:
+    """The inherited accuracies of the candidates a search's derivation ranked (best first)."""
+    return [c["accuracy"] for c in searched["ranked"]]
 
 
 def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
@@ -127,8 +132,8 @@ def main() -> None:
     for s in searches:
         print(f"  search seed {s['seed']}: {s['wall']:.0f}s, derived {fmt.format(cost(Arch.parse(s['arch'])))} "
               f"{unit} (expected {fmt.format(s['expected'])}), val acc {s['val_accuracy']:.4f}, "
-              f"entropy mean {s['entropy']:.2f} max {s['max_entropy']:.2f}; {len(s['inherited'])} ranked, inherited "
-              f"acc {min(s['inherited'], default=0):.4f}-{max(s['inherited'], default=0):.4f}", flush=True)
+              f"entropy mean {s['entropy']:.2f} max {s['max_entropy']:.2f}; {len(s['ranked'])} ranked, inherited "
+              f"acc {min(inherited(s), default=0):.4f}-{max(inherited(s), default=0):.4f}", flush=True)
 
     rng, taken = random.Random(args.seed), {s["arch"] for s in searches}
     rivals = {s["seed"]: matched_rivals(space, s["arch"], args.rivals, args.match, rng, taken, cost)
