@@ -64,9 +64,7 @@ def main() -> None:
 
     start = time.perf_counter()
     dataset = load_dataset(default_dataset(args.cache.expanduser()))
-    data = Data(*dataset.split("train", limit=args.train, seed=args.seed),
-                *dataset.split("val", limit=args.val, seed=args.seed),
-                *dataset.split("test", limit=args.test, seed=args.seed))
+    data = Data.subsets(dataset, args.train, args.val, args.test, args.seed)
     print(f"train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space {default_space().name}; "
           f"target {args.target:,.0f} MAdds; {args.derive_ranked} ranked per search, {args.per_search} retrained "
           f"({args.retrain_epochs} epochs, seed {args.retrain_seed})", flush=True)

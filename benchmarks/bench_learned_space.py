@@ -92,9 +92,7 @@ def main() -> None:
     learned = SearchSpace.from_dict(json.loads((args.run / "summary.json").read_text())["learned_space"])
     spaces = {"template": replace(template, name="template"), "learned": replace(learned, name="learned")}
     dataset = load_dataset(resolve_dataset(config))
-    data = Data(*dataset.split("train", limit=args.train, seed=args.seed),
-                *dataset.split("val", limit=args.val, seed=args.seed),
-                *dataset.split("test", limit=args.test, seed=args.seed))
+    data = Data.subsets(dataset, args.train, args.val, args.test, args.seed)
     print(f"run {args.run}: target {target:,.0f} MAdds; train {len(data.x_train)}, val {len(data.x_val)}, "
           f"test {len(data.x_test)}; " + ", ".join(f"{k} 10^{s.log10_cardinality:.1f} archs"
                                                      for k, s in spaces.items()), flush=True)

@@ -110,9 +110,7 @@ def main() -> None:
     start = time.perf_counter()
     path = default_dataset(args.cache.expanduser())
     dataset = load_dataset(path)
-    data = Data(*dataset.split("train", limit=args.train, seed=args.seed),
-                *dataset.split("val", limit=args.val, seed=args.seed),
-                *dataset.split("test", limit=args.test, seed=args.seed))
+    data = Data.subsets(dataset, args.train, args.val, args.test, args.seed)
     space = default_space()
     table, target = latency_budget(space, args.runtime, args.seed, args.latency_quantile) \
         if args.metric == "latency" else (None, args.target)

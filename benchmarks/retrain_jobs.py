@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from pipeline.data import ImageDataset
 from spaces.arch import Arch
 from spaces.cost import arch_cost
 from spaces.modules import ChildNet
@@ -35,6 +36,12 @@ class Data:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+
+    @classmethod
+    def subsets(cls, dataset: ImageDataset, train: int, val: int, test: int, seed: int) -> Data:
+        """Seeded subsets of ``dataset``'s train, val and test splits (the first ``train``, ... of a shuffle)."""
+        return cls(*dataset.split("train", limit=train, seed=seed), *dataset.split("val", limit=val, seed=seed),
+                   *dataset.split("test", limit=test, seed=seed))
 
 
 _DATA: Data | None = None
