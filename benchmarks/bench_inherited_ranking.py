@@ -59,8 +59,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="data subsets")
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/autospace"), help="default data set cache")
     args = parser.parse_args()
-    if args.per_search < 2:
-        parser.error("--per-search must be at least 2 (a ranking needs two candidates)")
+    if args.per_search < 2 or args.derive_ranked < 2:
+        parser.error("--per-search and --derive-ranked must be at least 2 (a ranking needs two candidates)")
 
     start = time.perf_counter()
     dataset = load_dataset(default_dataset(args.cache.expanduser()))
@@ -74,28 +74,33 @@ def main() -> None:
                                seed=seed, target=args.target, cost_loss="hinge", arch_lr=args.arch_lr,
                                derive_ranked=args.derive_ranked) for seed in range(args.search_seeds)]
     searches = list(pool.map(run_search, [(s, None) for s in settings]))
-    picked = [[s["ranked"][i] for i in spread(args.per_search, len(s["ranked"]))] for s in searches]
+    for s in searches:
+        if len(s["ranked"]) < 2:
+            print(f"search seed {s['seed']}: its derivation ranked {len(s['ranked'])} candidate(s), too few to "
+                  "compare; left out (no in-budget draws: raise the target or derive_samples)", flush=True)
+    searches = [s for s in searches if len(s["ranked"]) >= 2]
+    picked = [[(i + 1, s["ranked"][i]) for i in spread(args.per_search, len(s["ranked"]))] for s in searches]
     jobs = [(c["arch"], args.retrain_epochs, args.batch, args.retrain_lr, args.retrain_seed)
-            for chosen in picked for c in chosen]
+            for chosen in picked for _, c in chosen]
     scores = iter(pool.map(retrain, jobs))
     pool.shutdown()
 
     rhos = []
     for s, chosen in zip(searches, picked):
         retrained = [next(scores) for _ in chosen]
-        accuracies = [c["accuracy"] for c in chosen]
+        accuracies = [c["accuracy"] for _, c in chosen]
         rho, tau = spearmanr(accuracies, retrained).statistic, kendalltau(accuracies, retrained).statistic
         rhos.append(rho)
         pick_rank = 1 + sum(r > retrained[0] for r in retrained)
         print(f"\nsearch seed {s['seed']} ({s['wall']:.0f}s): {len(s['ranked'])} ranked, inherited "
               f"{min(inherited(s)):.4f}-{max(inherited(s)):.4f}; derived {s['arch']}")
         print(f"{'rank':>5} {'MAdds':>11} {'inherited':>10} {'retrained':>10}")
-        for c, r in zip(chosen, retrained):
-            print(f"{s['ranked'].index(c) + 1:>5} {c['cost']:>11,.0f} {c['accuracy']:>10.4f} {r:>10.4f}")
+        for (rank, c), r in zip(chosen, retrained):
+            print(f"{rank:>5} {c['cost']:>11,.0f} {c['accuracy']:>10.4f} {r:>10.4f}")
         print(f"spearman rho {rho:+.2f}, kendall tau {tau:+.2f}; the derivation's pick retrains to rank {pick_rank} "
               f"of {len(chosen)} (retrained range {min(retrained):.4f}-{max(retrained):.4f}, "
               f"median {statistics.median(retrained):.4f})")
-    print(f"\nmean spearman rho over {len(rhos)} searches {statistics.fmean(rhos):+.2f}; "
+    print(f"\nmean spearman rho over {len(rhos)} searches {statistics.fmean(rhos) if rhos else float('nan'):+.2f}; "
           f"wall {time.perf_counter() - start:.0f}s")
 
 

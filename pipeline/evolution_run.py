@@ -126,8 +126,8 @@ class EvolutionRunner:
         searches = config.evolution.generations * config.evolution.spaces_per_generation + 1
         with SearchSlots(config, data_path, paths.slots, "searches", width=config.evolution.spaces_per_generation,
                          total=searches) as slots:
-            if not paths.summary.exists() and config.budget.metric != "latency":
-                slots.start()  # their start overlaps the set-up below; a latency budget measures its table first
+            if not paths.summary.exists():  # searches are left
+                slots.start()  # their start overlaps the set-up below
             run_info = json.loads(paths.run.read_text()) if paths.run.exists() else {}
             tracker = Tracker(config, run_info.get("parent_run_id"))
             write_json(paths.run, {"experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id,

@@ -172,11 +172,11 @@ def trial_capacity(config: Config) -> int:
 class SearchSlots:
     """Slots that search the spaces of every :meth:`evaluate` call until :meth:`close` (module docstring).
 
-    Started by :meth:`start` or by the first :meth:`evaluate` (after its latency
-    measurements, which must not run beside a worker group's start or a search), and
-    again by a call that finds every slot ended. A caller that has other set-up to do
-    (a run's tracking, its first generation) starts them first, so that their ~14 s
-    start (Tune trial, Train worker group, data) overlaps it.
+    Started by the first :meth:`evaluate` (after its latency measurements, which must
+    not run beside a worker group's start or a search), and again by a call that finds
+    every slot ended. A caller that has other set-up to do (a run's tracking, its first
+    generation) calls :meth:`start` first, so that their ~14 s start (Tune trial, Train
+    worker group, data) overlaps it.
 
     Args:
         config: the pipeline config (search, budget, data limits, ray sections).
@@ -236,7 +236,7 @@ class SearchSlots:
             _prepare_space_dir(storage, index, space)
         attempts_before = [_attempts(storage, i) for i in range(len(spaces))]
         placed_before = [len(read_placements(_space_dir(storage, i))) for i in range(len(spaces))]
-        self.start()
+        self._launch()
         assert self.control is not None
         write_json(self.control / BATCHES / f"{self._batches:06d}.json", {
             "storage": str(storage), "spaces": [s.to_dict() for s in spaces], "attempts_before": attempts_before,
@@ -260,8 +260,13 @@ class SearchSlots:
             logger.warning("the search slots' Tune run ended with %s: %s", type(self._error).__name__, self._error)
 
     def start(self) -> None:
-        """Start the slots unless they run (returns at once); a previous set whose every slot ended is closed
-        first."""
+        """Start the slots now (returns at once), unless the budget is on latency: then the first
+        :meth:`evaluate` starts them once it has measured its spaces' latency."""
+        if self.config.budget.metric != "latency":
+            self._launch()
+
+    def _launch(self) -> None:
+        """Start the slots unless they run; a previous set whose every slot ended is closed first."""
         if self._thread is not None and self._thread.is_alive():
             return
         self.close()
