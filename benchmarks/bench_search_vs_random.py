@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--cost-loss", choices=["fbnet", "hinge"], default="hinge")
     parser.add_argument("--arch-lr", type=float, default=0.03, help="Adam learning rate of the architecture")
+    parser.add_argument("--arch-gradient", choices=("straight_through", "reinforce"),
+                        default=SearchSettings.arch_gradient, help="how the sampled path's loss reaches the logits")
     parser.add_argument("--derive-ranked", type=int, default=SearchSettings.derive_ranked,
                         help="in-budget candidates the derivation ranks by inherited accuracy")
     parser.add_argument("--rivals", type=int, default=4, help="cost-matched random rivals per searched arch")
@@ -117,13 +119,15 @@ def main() -> None:
     cost, unit, fmt = (madds, "MAdds", "{:,.0f}") if table is None else (table.predict, "ms", "{:.4f}")
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
           f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {fmt.format(target)} {unit}, "
-          f"{args.cost_loss} loss, arch lr {args.arch_lr}, {args.derive_ranked} candidates ranked; "
+          f"{args.cost_loss} loss, arch lr {args.arch_lr} ({args.arch_gradient}), "
+          f"{args.derive_ranked} candidates ranked; "
           f"{args.workers} workers x 1 thread", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     jobs = [(SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
                             seed=seed, target=target, cost_loss=args.cost_loss, arch_lr=args.arch_lr,
-                            budget_metric=args.metric, derive_ranked=args.derive_ranked),
+                            budget_metric=args.metric, derive_ranked=args.derive_ranked,
+                            arch_gradient=args.arch_gradient),
              None if table is None else table.to_dict())
             for seed in range(args.search_seeds)]
     searches = list(pool.map(run_search, jobs))

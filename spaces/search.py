@@ -11,6 +11,16 @@ the logits through straight-through gates, and the cost-aware loss — FBNet's
 target - 1)`` — prices the *expected* cost of the logits' distribution (MAdds,
 params or latency in ms from a lookup table; latency enters FBNet's log form in
 microseconds, so that the log stays positive for sub-millisecond networks).
+How the sampled path's cross-entropy reaches the logits (``arch_gradient``):
+``"straight_through"`` (GDAS) multiplies each chosen op's output, and the input
+at the chosen resolution, by a gate whose backward is the relaxed sample's; but
+BatchNorm after a gated tensor normalises the scale away, so the resolution
+logits and every layer that feeds a convolution rather than a residual sum get
+no gradient from accuracy at all (measured: ~1e-7 against ~1e-3), and only the
+cost term moves them. ``"reinforce"`` is the score-function estimator: the arch
+step runs the path without a graph and the logits get ``(CE - baseline) *
+grad log P(path)``, a moving-average baseline (ENAS; ProxylessNAS's REINFORCE
+variant), which reaches every choice and costs no backward pass through the net.
 ``sampling="relaxed"`` runs the whole Gumbel-softmax mixture instead (FBNetV2
 masking at the max width and resolution), several times a child's cost. The
 temperature decays exponentially per step.
@@ -51,13 +61,15 @@ from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
 from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
                              temperature)
-from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, recalibrate_bn,
-                             steps_per_epoch, train_epoch, world)
+from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, rank_mean,
+                             recalibrate_bn, steps_per_epoch, train_epoch, world)
 
 __all__ = ["DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart",
-           "choice_entropy", "cost_aware_loss", "read_checkpoint", "search"]
+           "choice_entropy", "cost_aware_loss", "read_checkpoint", "score_function", "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
+REINFORCE_MOMENTUM = 0.9
+"""Weight of the old value in the moving-average baseline of :func:`score_function`."""
 DERIVED_FIELDS = ("arch", "val_accuracy", "madds", "params", "predicted_latency_ms")
 """The keys of :meth:`SearchResult.derived`, in order (a failed search's record has them all None)."""
 
@@ -90,6 +102,7 @@ class SearchSettings:
     budget_metric: Literal["madds", "params", "latency"] = "madds"
     target: float = 5e6
     sampling: Literal["single_path", "relaxed"] = "single_path"
+    arch_gradient: Literal["straight_through", "reinforce"] = "straight_through"
     derive_ranked: int = 8
     derive_samples: int = 256
     derive_window: float = 0.1
@@ -101,6 +114,8 @@ class SearchSettings:
                              "a derived architecture should land in")
         if self.derive_ranked < 0 or self.derive_samples < 0 or self.evidence_samples < 0:
             raise ValueError("derive_ranked, derive_samples and evidence_samples must be >= 0")
+        if self.arch_gradient == "reinforce" and self.sampling != "single_path":
+            raise ValueError("arch_gradient='reinforce' scores sampled paths and needs sampling='single_path'")
         if self.cost_loss == "fbnet" and self.target * _log_unit(self.budget_metric) <= 1:
             unit = "microseconds" if self.budget_metric == "latency" else self.budget_metric
             raise ValueError(f"target={self.target:g} is too small for the fbnet loss: log(target) in {unit} must be "
@@ -214,6 +229,15 @@ def choice_entropy(probabilities: dict) -> dict:
             "max": max(flat)}
 
 
+def score_function(ce: float, log_probability: torch.Tensor, baseline: float) -> torch.Tensor:
+    """The sampled path's loss as REINFORCE sees it: value ``ce``, gradient ``(ce - baseline) * grad log P``.
+
+    Dropped into :func:`cost_aware_loss` in place of a differentiable CE, so every
+    cost form composes with it (FBNet's product rule included).
+    """
+    return ce + (ce - baseline) * (log_probability - log_probability.detach())
+
+
 def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettings) -> torch.Tensor:
     """The search's architecture loss; both forms penalise expected cost above the target."""
     if settings.cost_loss == "fbnet":
@@ -308,6 +332,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     gumbel, data_order, val_order = (torch.Generator().manual_seed(settings.seed + i) for i in (1, 2, 3))
     history: list[dict] = []
     first_epoch = 0
+    baseline: float | None = None  # REINFORCE's moving average of the architecture steps' CE
     if checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, space, settings.supernet)
         net.load_state_dict(state["net"])
@@ -318,6 +343,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         data_order.set_state(state["data_order"])
         val_order.set_state(state["val_order"])
         history, first_epoch = state["history"], state["epoch"]
+        baseline = state.get("baseline")
 
     epoch_steps = steps_per_epoch(len(data.x_train), settings.batch_size)
     step = first_epoch * epoch_steps
@@ -340,10 +366,19 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         epoch_tau = tau()
 
         def arch_step() -> None:
+            nonlocal baseline
             index = next(val_batches)
             a_opt.zero_grad(set_to_none=True)
-            sample = draw(gates=True)
-            ce = F.cross_entropy(net(data.x_val[index], sample), data.y_val[index])
+            if settings.arch_gradient == "reinforce":
+                sample = draw(gates=False)
+                with torch.no_grad():
+                    value = rank_mean(F.cross_entropy(net(data.x_val[index], sample), data.y_val[index]).item())
+                baseline = value if baseline is None else (REINFORCE_MOMENTUM * baseline
+                                                           + (1 - REINFORCE_MOMENTUM) * value)
+                ce = score_function(value, net.log_probability(sample.choice), baseline)
+            else:
+                sample = draw(gates=True)
+                ce = F.cross_entropy(net(data.x_val[index], sample), data.y_val[index])
             # single path prices the distribution the path was drawn from; relaxed, the sample itself
             priced = net.mean_sample(grad=True) if settings.sampling == "single_path" else sample
             loss = cost_aware_loss(ce, pricing.penalised(priced), settings)
@@ -378,7 +413,8 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
             state = {"format": CHECKPOINT_FORMAT, "space": space.to_dict(), "supernet": settings.supernet,
                      "epoch": epoch + 1, "net": net.state_dict(), "w_opt": w_opt.state_dict(),
                      "a_opt": a_opt.state_dict(), "schedule": schedule.state_dict(), "gumbel": gumbel.get_state(),
-                     "data_order": data_order.get_state(), "val_order": val_order.get_state(), "history": history}
+                     "data_order": data_order.get_state(), "val_order": val_order.get_state(), "history": history,
+                     "baseline": baseline}
             write_atomically(checkpoint, lambda temp: torch.save(state, temp))
         if on_epoch is not None and rank == 0:
             on_epoch(record)

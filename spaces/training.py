@@ -52,6 +52,16 @@ def average_gradients(params: list[nn.Parameter]) -> None:
         offset += g.numel()
 
 
+def rank_mean(value: float) -> float:
+    """``value`` averaged over ranks (itself in one process)."""
+    _, size = world()
+    if size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.item() / size
+
+
 def average_buffers(module: nn.Module) -> None:
     """Average BN running statistics over ranks: each rank normalised with its own slice of the
     batch, so without this the ranks' children (and rank 0's checkpoint) would differ."""

@@ -93,6 +93,10 @@ class Supernet(nn.Module, ABC):
                        gates: bool) -> tuple[tuple[int, ...], list[torch.Tensor | None]]: ...
 
     @abstractmethod
+    def _widths_log_probability(self, widths: tuple[int, ...]) -> torch.Tensor:
+        """Log-probability of the width (DenseNAS: route) choices under the logits, as sampled."""
+
+    @abstractmethod
     def sample(self, tau: float, generator: torch.Generator | None = None) -> Any: ...
 
     @abstractmethod
@@ -170,6 +174,13 @@ class Supernet(nn.Module, ABC):
     def forward(self, x: torch.Tensor, sample: Any) -> torch.Tensor:
         """Single path for a :class:`PathSample`, the relaxed mixture otherwise."""
         return self.forward_path(x, sample) if isinstance(sample, PathSample) else self.forward_relaxed(x, sample)
+
+    def log_probability(self, choice: ArchChoice) -> torch.Tensor:
+        """``log P_theta(choice)``, differentiable in the logits (the score-function estimator's term)."""
+        ops = sum(torch.log_softmax(p, 0)[i] for stage, cells in zip(self.stage_op_logits(), choice.cells)
+                  for p, i in zip(stage, cells))
+        return ops + self._widths_log_probability(choice.widths) + \
+            torch.log_softmax(self.resolution_logits, 0)[choice.resolution]
 
     def sample_path(self, tau: float, generator: torch.Generator | None = None, gates: bool = True) -> PathSample:
         """One architecture drawn from the logits' distribution; with ``gates``, differentiable in them."""

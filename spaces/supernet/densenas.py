@@ -79,6 +79,13 @@ class DenseNASSupernet(Supernet):
     def width_logits_parameters(self) -> list[nn.Parameter]:
         return [*self.path_logits, self.head_logits]
 
+    def _widths_log_probability(self, widths: tuple[int, ...]) -> torch.Tensor:
+        """The route as :meth:`_sample_widths` draws it: the last block from the head's logits, each earlier
+        block from the column of path logits into the block after it."""
+        head = torch.log_softmax(self.head_logits, 0)[widths[-1]]
+        return head + sum(torch.log_softmax(p[:, after], 0)[block]
+                          for p, block, after in zip(self.path_logits, widths, widths[1:]))
+
     def _paths(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         from_stem = torch.ones(1, len(self.space.stages[0].widths))
         return [from_stem, *(torch.softmax(p, 0) for p in self.path_logits)], torch.softmax(self.head_logits, 0)

@@ -59,6 +59,9 @@ class DMaskingSupernet(Supernet):
     def width_logits_parameters(self) -> list[nn.Parameter]:
         return list(self.width_logits)
 
+    def _widths_log_probability(self, widths: tuple[int, ...]) -> torch.Tensor:
+        return sum(torch.log_softmax(p, 0)[w] for p, w in zip(self.width_logits, widths))
+
     def sample(self, tau: float, generator: torch.Generator | None = None) -> ArchSample:
         """Gumbel-softmax weights for one step (a shared seeded generator keeps ranks identical)."""
         return ArchSample(ops=self.sample_ops(tau, generator),

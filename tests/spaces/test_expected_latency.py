@@ -7,7 +7,6 @@ where the search runs under a latency budget.
 
 from __future__ import annotations
 
-import itertools
 import random
 import statistics
 
@@ -16,9 +15,9 @@ import torch
 
 from spaces.latency import LatencyKey, LatencyTable, MeasureSettings, MissingLatencyError, arch_keys
 from spaces.search import SearchSettings, search
-from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet,
+from spaces.supernet import (DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet,
                              space_latency_keys)
-from tests.spaces.tiny_space import quadrant_data, tiny_space
+from tests.spaces.tiny_space import all_choices, quadrant_data, tiny_space
 
 FAST = MeasureSettings("torch", warmup=1, repeats=3)
 
@@ -29,15 +28,6 @@ def _made_up_table(without: LatencyKey | None = None) -> LatencyTable:
     entries = {k: 0.01 + rng.random() for k in space_latency_keys(tiny_space())}
     entries.pop(without, None)
     return LatencyTable(FAST, overhead_ms=0.005, entries=entries)
-
-
-def _all_choices(net: Supernet) -> list[ArchChoice]:
-    space = net.space
-    stage_cells = [itertools.product(*(range(len(st.choices(i))) for i in range(len(st.layers))))
-                   for st in space.stages]
-    widths = itertools.product(*(range(len(st.widths)) for st in space.stages))
-    return [ArchChoice(cells=c, widths=w, resolution=r)
-            for c, w, r in itertools.product(itertools.product(*stage_cells), widths, range(len(space.resolutions)))]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +49,7 @@ def test_space_keys_cover_every_member() -> None:
 
 def test_one_hot_expected_latency_equals_table_prediction(supernet: Supernet, table: LatencyTable) -> None:
     latency = SpaceLatency(supernet.space, table)
-    choices = _all_choices(supernet)
+    choices = all_choices(supernet)
     for choice in random.Random(2).sample(choices, 40):
         expected = supernet.expected_latency(supernet.one_hot(choice), latency).item()
         assert expected == pytest.approx(table.predict(supernet.arch(choice)), rel=1e-6)
@@ -69,7 +59,7 @@ def test_uniform_expected_latency_is_the_mean_over_all_members(supernet: Superne
     # Choice groups are independent (DenseNAS: uniform paths make every width tuple equally likely),
     # so the contraction is the exact expectation, not an effective-shape approximation.
     latency = SpaceLatency(supernet.space, table)
-    mean = statistics.fmean(table.predict(supernet.arch(c)) for c in _all_choices(supernet))
+    mean = statistics.fmean(table.predict(supernet.arch(c)) for c in all_choices(supernet))
     assert supernet.expected_latency(supernet.mean_sample(), latency).item() == pytest.approx(mean, rel=1e-5)
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from spaces.cost import arch_cost
-from spaces.search import CheckpointError, SearchSettings, cost_aware_loss, search
+from spaces.search import (SUPERNETS, CheckpointError, SearchSettings, cost_aware_loss, score_function,
+                           search)
 from tests.spaces.tiny_space import quadrant_data, tiny_space
 
 SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, lr=0.1, arch_lr=0.05, finetune_epochs=1,
@@ -100,3 +102,55 @@ def test_cost_aware_loss_increases_with_cost(kind: str) -> None:
     else:
         assert low.item() == pytest.approx((torch.log(torch.tensor(5e5)) / torch.log(torch.tensor(1e6))).item()
                                            ** 0.6)
+
+
+def test_score_function_has_the_loss_value_and_the_reinforce_gradient() -> None:
+    logits = torch.tensor([0.3, -0.2, 0.5], requires_grad=True)
+    log_p = torch.log_softmax(logits, 0)[2]
+    surrogate = score_function(1.5, log_p, baseline=1.2)
+    assert surrogate.item() == pytest.approx(1.5)
+    surrogate.backward()
+    expected = 0.3 * (torch.eye(3)[2] - torch.softmax(logits.detach(), 0))  # (ce - b) * d log p / d logits
+    torch.testing.assert_close(logits.grad, expected)
+
+
+@pytest.mark.parametrize("supernet", ["dmasking", "densenas"])
+def test_only_the_score_function_gives_the_resolution_an_accuracy_gradient(supernet: str) -> None:
+    """The straight-through gate scales the input, which the stem's BatchNorm normalises away."""
+    torch.manual_seed(0)
+    net = SUPERNETS[supernet](tiny_space())
+    net.train()
+    data = quadrant_data(n_train=64)
+    path = net.sample_path(1.0, torch.Generator().manual_seed(0), gates=True)
+    F.cross_entropy(net(data.x_val[:32], path), data.y_val[:32]).backward()
+    assert net.resolution_logits.grad.abs().max() < 1e-5
+    net.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        ce = F.cross_entropy(net(data.x_val[:32], path), data.y_val[:32]).item()
+    score_function(ce, net.log_probability(path.choice), baseline=ce - 0.5).backward()
+    assert net.resolution_logits.grad.abs().max() > 0.01
+
+
+def test_reinforce_search_learns_within_budget_and_resumes_exactly(tmp_path: Path, result) -> None:
+    settings = SearchSettings(**{**SETTINGS.__dict__, "arch_gradient": "reinforce"})
+    whole = search(tiny_space(), quadrant_data(n_train=256), settings)
+    assert whole.cost.madds <= settings.target and whole.val_accuracy > 0.6
+    assert whole.probabilities != result.probabilities  # another estimator, another distribution
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise Stop
+
+    checkpoint = tmp_path / "search.pt"
+    with pytest.raises(Stop):
+        search(tiny_space(), quadrant_data(n_train=256), settings, checkpoint=checkpoint, on_epoch=stop_after_two)
+    resumed = search(tiny_space(), quadrant_data(n_train=256), settings, checkpoint=checkpoint)
+    assert resumed.arch == whole.arch and resumed.probabilities == whole.probabilities
+
+
+def test_reinforce_needs_single_path() -> None:
+    with pytest.raises(ValueError, match="needs sampling='single_path'"):
+        SearchSettings(arch_gradient="reinforce", sampling="relaxed")

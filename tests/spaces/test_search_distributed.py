@@ -13,6 +13,8 @@ are per rank (16 images instead of 32). Two variants separate the two effects:
 * ``fixed_stats``: BN normalises with its (untrained) running statistics, so
   nothing depends on how a batch is split; the two runs must then agree to
   float precision, which checks batching, gradient averaging and Gumbel noise.
+  ``fixed_stats_reinforce`` checks the same for the score-function estimator,
+  whose baseline needs the CE averaged over ranks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import socket
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from unittest import mock
 
@@ -50,7 +52,7 @@ SPACE = SearchSpace.from_dict({
 # Cheapest member: 19,712 MAdds, so the hinge term is active throughout.
 SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, arch_lr=0.05, finetune_epochs=1, seed=7,
                           cost_loss="hinge", cost_lambda=1.0, target=1e4)
-VARIANTS = ("batch_stats", "fixed_stats")
+VARIANTS = ("batch_stats", "fixed_stats", "fixed_stats_reinforce")
 
 
 def _fixed_stats_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -61,10 +63,11 @@ def _fixed_stats_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
 
 def _outcome(variant: str) -> dict:
     """One search's derived arch, choice and probabilities as JSON-ready data."""
-    fixed = variant == "fixed_stats"
+    fixed = variant.startswith("fixed_stats")
+    settings = replace(SETTINGS, arch_gradient="reinforce") if variant.endswith("reinforce") else SETTINGS
     with (mock.patch.object(nn.BatchNorm2d, "forward", _fixed_stats_forward) if fixed else nullcontext(),
           mock.patch.object(slicing, "_sliced_batch_norm", _fixed_stats_forward) if fixed else nullcontext()):
-        result = search(SPACE, quadrant_data(), SETTINGS)
+        result = search(SPACE, quadrant_data(), settings)
     return {"arch": result.arch.encode(), "choice": asdict(result.choice), "probabilities": result.probabilities}
 
 

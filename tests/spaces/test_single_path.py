@@ -13,7 +13,7 @@ from spaces.search import choice_entropy
 from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, PathSample, Supernet, hard_gumbel, \
     resize_input
 from tests.spaces.test_supernets import _random_choice
-from tests.spaces.tiny_space import tiny_space
+from tests.spaces.tiny_space import all_choices, tiny_space
 
 SUPERNETS = [DMaskingSupernet, DenseNASSupernet]
 
@@ -124,3 +124,15 @@ def test_choice_entropy_is_one_when_uniform_and_zero_when_decided() -> None:
     assert choice_entropy(uniform)["mean"] == pytest.approx(1.0)
     assert choice_entropy(decided)["max"] == pytest.approx(0.0)
     assert choice_entropy(uniform)["cells"] == [[pytest.approx(1.0), pytest.approx(1.0)]]
+
+
+@pytest.mark.parametrize("cls", [DMaskingSupernet, DenseNASSupernet], ids=["dmasking", "densenas"])
+def test_log_probability_is_a_distribution_over_every_member(cls: type[Supernet]) -> None:
+    net = cls(tiny_space())
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(generator=torch.Generator().manual_seed(p.numel()))
+    total = sum(net.log_probability(choice).exp() for choice in all_choices(net))
+    assert total.item() == pytest.approx(1.0, abs=1e-5)
+    drawn = net.sample_path(1.0, torch.Generator().manual_seed(0), gates=False).choice
+    assert net.log_probability(drawn).item() < 0  # a real draw has a probability below 1

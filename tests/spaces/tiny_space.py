@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from spaces.search import SearchData
 from spaces.space import SearchSpace
+from spaces.supernet import ArchChoice, Supernet
 
 TINY_SPACE = {
     "format": "autospace-space/1", "name": "tiny", "in_channels": 1, "num_classes": 4, "resolutions": [8, 12],
@@ -38,3 +41,13 @@ def quadrant_data(n_train: int = 128, n_val: int = 64, size: int = 12, seed: int
 
     (x_train, y_train), (x_val, y_val) = make(n_train), make(n_val)
     return SearchData(x_train, y_train, x_val, y_val)
+
+
+def all_choices(net: Supernet) -> list[ArchChoice]:
+    """Every member of ``net``'s space as a choice (432 for the tiny space)."""
+    space = net.space
+    stage_cells = [itertools.product(*(range(len(st.choices(i))) for i in range(len(st.layers))))
+                   for st in space.stages]
+    widths = itertools.product(*(range(len(st.widths)) for st in space.stages))
+    return [ArchChoice(cells=c, widths=w, resolution=r)
+            for c, w, r in itertools.product(itertools.product(*stage_cells), widths, range(len(space.resolutions)))]
