@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--search-epochs", type=int, default=6)
     parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--arch-lr", type=float, default=0.03)
+    parser.add_argument("--arch-gradient", choices=("straight_through", "reinforce"),
+                        default=SearchSettings.arch_gradient, help="how the sampled path's loss reaches the logits")
     parser.add_argument("--derive-ranked", type=int, default=32, help="candidates each derivation ranks")
     parser.add_argument("--per-search", type=int, default=8, help="ranked candidates of each search retrained")
     parser.add_argument("--retrain-epochs", type=int, default=5)
@@ -67,12 +69,13 @@ def main() -> None:
     data = Data.subsets(dataset, args.train, args.val, args.test, args.seed)
     print(f"train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space {default_space().name}; "
           f"target {args.target:,.0f} MAdds; {args.derive_ranked} ranked per search, {args.per_search} retrained "
-          f"({args.retrain_epochs} epochs, seed {args.retrain_seed})", flush=True)
+          f"({args.retrain_epochs} epochs, seed {args.retrain_seed}); arch gradient {args.arch_gradient}", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     settings = [SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
                                seed=seed, target=args.target, cost_loss="hinge", arch_lr=args.arch_lr,
-                               derive_ranked=args.derive_ranked) for seed in range(args.search_seeds)]
+                               derive_ranked=args.derive_ranked, arch_gradient=args.arch_gradient)
+                for seed in range(args.search_seeds)]
     searches = list(pool.map(run_search, [(s, None) for s in settings]))
     for s in searches:
         if len(s["ranked"]) < 2:
