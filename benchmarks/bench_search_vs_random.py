@@ -21,8 +21,8 @@ the rivals' median (s.e. by bootstrap), their difference in standard errors of
 the difference, the searched mean's rank among the rivals, and a paired view
 (each search against its own matched rivals).
 
-    PYTHONPATH=. python benchmarks/bench_search_vs_random.py [--search-seeds 3] [--rivals 4] [--target 3e6] [--arch-gradient reinforce]
-        [--metric latency --latency-quantile 0.3 --runtime onnxruntime]
+    PYTHONPATH=. python benchmarks/bench_search_vs_random.py [--search-seeds 3] [--rivals 4] [--target 3e6]
+        [--metric latency --latency-quantile 0.3 --runtime onnxruntime] [--arch-gradient reinforce]
 """
 
 from __future__ import annotations
