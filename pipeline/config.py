@@ -105,6 +105,12 @@ class _SearchRules(_Section):
                              f"epochs={self.epochs}")  # type: ignore[attr-defined]
         return self
 
+    @model_validator(mode="after")
+    def _accepted_by_the_search(self) -> Any:
+        """The search's own checks of its settings (those with the budget: ``search_job.search_settings``)."""
+        SearchSettings(**self.model_dump())
+        return self
+
 
 SearchConfig = _section_of(
     SearchSettings, "The differentiable supernet search run on each candidate space (spaces.search.SearchSettings).",

@@ -65,7 +65,7 @@ from pipeline.run_clock import RunClock
 from pipeline.run_dir import (RunPaths, heartbeat, prepare_run_dir, read_status, record_driver, resume_run_dir,
                               write_json)
 from pipeline.run_report import write_report
-from pipeline.search_job import dataset_info, load_space
+from pipeline.search_job import dataset_info, load_space, search_settings
 from pipeline.tracking import Tracker
 from pipeline.weight_pool import POOL_FILE, SEARCH_WEIGHTS_FILE, merge_pools
 from spaces.arch import Arch
@@ -289,6 +289,7 @@ def check_new_run(config: Config) -> None:
     leaves nothing behind.
     """
     _, info = dataset_info(config)
+    search_settings(config)  # the budget and the search's loss can clash only together
     template = load_space(config, info)
     try:
         Reference.locate(_reference(config, template), template)
