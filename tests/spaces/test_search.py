@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from spaces.cost import arch_cost
-from spaces.search import (SUPERNETS, CheckpointError, SearchSettings, cost_aware_loss, score_function,
+from spaces.search import (SUPERNETS, CheckpointError, SearchResult, SearchSettings, cost_aware_loss, score_function,
                            search)
 from tests.spaces.tiny_space import quadrant_data, tiny_space
 
@@ -46,23 +46,27 @@ def test_same_seed_same_search(result) -> None:
     assert again.arch == result.arch and again.probabilities == result.probabilities
 
 
-def test_resume_from_checkpoint_matches_uninterrupted(tmp_path: Path, result) -> None:
-    checkpoint = tmp_path / "search.pt"
-    partial = SearchSettings(**{**SETTINGS.__dict__, "epochs": 3})
-    seen: list[int] = []
+class _Stop(Exception):
+    pass
 
-    class Stop(Exception):
-        pass
 
+def _stopped_after_epoch_1_then_resumed(settings: SearchSettings, checkpoint: Path, seen: list[int]) -> SearchResult:
+    """A search interrupted after its second epoch, then resumed from ``checkpoint``; epochs reported go to
+    ``seen``."""
     def stop_after_two(record: dict) -> None:
         seen.append(record["epoch"])
         if record["epoch"] == 1:
-            raise Stop
+            raise _Stop
 
-    with pytest.raises(Stop):
-        search(tiny_space(), quadrant_data(n_train=256), partial, checkpoint=checkpoint, on_epoch=stop_after_two)
-    resumed = search(tiny_space(), quadrant_data(n_train=256), partial, checkpoint=checkpoint, on_epoch=lambda r: seen.append(
-        r["epoch"]))
+    with pytest.raises(_Stop):
+        search(tiny_space(), quadrant_data(n_train=256), settings, checkpoint=checkpoint, on_epoch=stop_after_two)
+    return search(tiny_space(), quadrant_data(n_train=256), settings, checkpoint=checkpoint,
+                  on_epoch=lambda r: seen.append(r["epoch"]))
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tmp_path: Path, result) -> None:
+    seen: list[int] = []
+    resumed = _stopped_after_epoch_1_then_resumed(SETTINGS, tmp_path / "search.pt", seen)
     assert seen == [0, 1, 2]
     assert resumed.arch == result.arch and resumed.probabilities == result.probabilities
 
@@ -137,17 +141,7 @@ def test_reinforce_search_learns_within_budget_and_resumes_exactly(tmp_path: Pat
     assert whole.cost.madds <= settings.target and whole.val_accuracy > 0.6
     assert whole.probabilities != result.probabilities  # another estimator, another distribution
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record: dict) -> None:
-        if record["epoch"] == 1:
-            raise Stop
-
-    checkpoint = tmp_path / "search.pt"
-    with pytest.raises(Stop):
-        search(tiny_space(), quadrant_data(n_train=256), settings, checkpoint=checkpoint, on_epoch=stop_after_two)
-    resumed = search(tiny_space(), quadrant_data(n_train=256), settings, checkpoint=checkpoint)
+    resumed = _stopped_after_epoch_1_then_resumed(settings, tmp_path / "search.pt", [])
     assert resumed.arch == whole.arch and resumed.probabilities == whole.probabilities
 
 
