@@ -28,6 +28,7 @@ from scipy.stats import kendalltau, spearmanr
 from benchmarks.bench_search_vs_random import inherited, run_search
 from benchmarks.retrain_jobs import Data, init_worker, retrain
 from pipeline.data import default_dataset, load_dataset
+from spaces.derive import PROXIES
 from spaces.search import SearchSettings
 from spaces.space import default_space
 
@@ -52,6 +53,10 @@ def main() -> None:
     parser.add_argument("--arch-gradient", choices=("straight_through", "reinforce"),
                         default=SearchSettings.arch_gradient, help="how the sampled path's loss reaches the logits")
     parser.add_argument("--derive-ranked", type=int, default=32, help="candidates each derivation ranks")
+    parser.add_argument("--derive-proxy", choices=PROXIES, default=SearchSettings.derive_proxy,
+                        help="what ranks the derivation's candidates")
+    parser.add_argument("--derive-proxy-steps", type=int, default=SearchSettings.derive_proxy_steps,
+                        help="training steps of the few_shot and scratch proxies")
     parser.add_argument("--per-search", type=int, default=8, help="ranked candidates of each search retrained")
     parser.add_argument("--retrain-epochs", type=int, default=5)
     parser.add_argument("--retrain-lr", type=float, default=0.1)
@@ -69,12 +74,14 @@ def main() -> None:
     data = Data.subsets(dataset, args.train, args.val, args.test, args.seed)
     print(f"train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space {default_space().name}; "
           f"target {args.target:,.0f} MAdds; {args.derive_ranked} ranked per search, {args.per_search} retrained "
-          f"({args.retrain_epochs} epochs, seed {args.retrain_seed}); arch gradient {args.arch_gradient}", flush=True)
+          f"({args.retrain_epochs} epochs, seed {args.retrain_seed}); arch gradient {args.arch_gradient}; ranked "
+          f"by {args.derive_proxy} ({args.derive_proxy_steps} steps)", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     settings = [SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
                                seed=seed, target=args.target, cost_loss="hinge", arch_lr=args.arch_lr,
-                               derive_ranked=args.derive_ranked, arch_gradient=args.arch_gradient)
+                               derive_ranked=args.derive_ranked, derive_proxy=args.derive_proxy,
+                               derive_proxy_steps=args.derive_proxy_steps, arch_gradient=args.arch_gradient)
                 for seed in range(args.search_seeds)]
     searches = list(pool.map(run_search, [(s, None) for s in settings]))
     for s in searches:
@@ -88,23 +95,28 @@ def main() -> None:
     scores = iter(pool.map(retrain, jobs))
     pool.shutdown()
 
-    rhos = []
+    proxies = ["ranked by"] + (["inherited"] if args.derive_proxy != "inherited" else [])
+    rhos: dict[str, list[float]] = {proxy: [] for proxy in proxies}
     for s, chosen in zip(searches, picked):
         retrained = [next(scores) for _ in chosen]
-        accuracies = [c["accuracy"] for _, c in chosen]
-        rho, tau = spearmanr(accuracies, retrained).statistic, kendalltau(accuracies, retrained).statistic
-        rhos.append(rho)
+        values = {"ranked by": [c["accuracy"] for _, c in chosen], "inherited": [c["inherited"] for _, c in chosen]}
         pick_rank = 1 + sum(r > retrained[0] for r in retrained)
         print(f"\nsearch seed {s['seed']} ({s['wall']:.0f}s): {len(s['ranked'])} ranked, inherited "
               f"{min(inherited(s)):.4f}-{max(inherited(s)):.4f}; derived {s['arch']}")
-        print(f"{'rank':>5} {'MAdds':>11} {'inherited':>10} {'retrained':>10}")
+        print(f"{'rank':>5} {'MAdds':>11} {'ranked by':>10} {'inherited':>10} {'retrained':>10}")
         for (rank, c), r in zip(chosen, retrained):
-            print(f"{rank:>5} {c['cost']:>11,.0f} {c['accuracy']:>10.4f} {r:>10.4f}")
-        print(f"spearman rho {rho:+.2f}, kendall tau {tau:+.2f}; the derivation's pick retrains to rank {pick_rank} "
-              f"of {len(chosen)} (retrained range {min(retrained):.4f}-{max(retrained):.4f}, "
-              f"median {statistics.median(retrained):.4f})")
-    print(f"\nmean spearman rho over {len(rhos)} searches {statistics.fmean(rhos) if rhos else float('nan'):+.2f}; "
-          f"wall {time.perf_counter() - start:.0f}s")
+            print(f"{rank:>5} {c['cost']:>11,.0f} {c['accuracy']:>10.4f} {inherited({'ranked': [c]})[0]:>10.4f} "
+                  f"{r:>10.4f}")
+        for proxy in proxies:
+            rho, tau = spearmanr(values[proxy], retrained).statistic, kendalltau(values[proxy], retrained).statistic
+            rhos[proxy].append(rho)
+            print(f"{proxy}: spearman rho {rho:+.2f}, kendall tau {tau:+.2f}")
+        print(f"the derivation's pick retrains to rank {pick_rank} of {len(chosen)} (retrained range "
+              f"{min(retrained):.4f}-{max(retrained):.4f}, median {statistics.median(retrained):.4f})")
+    for proxy, found in rhos.items():
+        print(f"\n{proxy}: mean spearman rho over {len(found)} searches "
+              f"{statistics.fmean(found) if found else float('nan'):+.2f}", end="")
+    print(f"\nwall {time.perf_counter() - start:.0f}s")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from pipeline.data import default_dataset, load_dataset
 from spaces.arch import Arch
 from spaces.cost import arch_cost
 from spaces.latency import RUNTIMES, LatencyTable, MeasureSettings
+from spaces.derive import PROXIES
 from spaces.search import SearchData, SearchSettings, search
 from spaces.space import SearchSpace, default_space
 from spaces.supernet import space_latency_keys
@@ -62,8 +63,8 @@ def run_search(job: tuple[SearchSettings, dict | None]) -> dict:
 
 
 def inherited(searched: dict) -> list[float]:
-    """The inherited accuracies of the candidates a search's derivation ranked (best first)."""
-    return [c["accuracy"] for c in searched["ranked"]]
+    """The inherited accuracies of the candidates a search's derivation ranked (in its ranking's order)."""
+    return [c["accuracy"] if c["inherited"] is None else c["inherited"] for c in searched["ranked"]]
 
 
 def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
@@ -98,6 +99,10 @@ def main() -> None:
                         default=SearchSettings.arch_gradient, help="how the sampled path's loss reaches the logits")
     parser.add_argument("--derive-ranked", type=int, default=SearchSettings.derive_ranked,
                         help="in-budget candidates the derivation ranks by inherited accuracy")
+    parser.add_argument("--derive-proxy", choices=PROXIES, default=SearchSettings.derive_proxy,
+                        help="what ranks the derivation's candidates")
+    parser.add_argument("--derive-proxy-steps", type=int, default=SearchSettings.derive_proxy_steps,
+                        help="training steps of the few_shot and scratch proxies")
     parser.add_argument("--rivals", type=int, default=4, help="cost-matched random rivals per searched arch")
     parser.add_argument("--match", type=float, default=0.05, help="relative MAdds window of a rival")
     parser.add_argument("--retrain-epochs", type=int, default=5)
@@ -120,13 +125,14 @@ def main() -> None:
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
           f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {fmt.format(target)} {unit}, "
           f"{args.cost_loss} loss, arch lr {args.arch_lr} ({args.arch_gradient}), "
-          f"{args.derive_ranked} candidates ranked; "
+          f"{args.derive_ranked} candidates ranked by {args.derive_proxy} ({args.derive_proxy_steps} steps); "
           f"{args.workers} workers x 1 thread", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     jobs = [(SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
                             seed=seed, target=target, cost_loss=args.cost_loss, arch_lr=args.arch_lr,
                             budget_metric=args.metric, derive_ranked=args.derive_ranked,
+                            derive_proxy=args.derive_proxy, derive_proxy_steps=args.derive_proxy_steps,
                             arch_gradient=args.arch_gradient),
              None if table is None else table.to_dict())
             for seed in range(args.search_seeds)]

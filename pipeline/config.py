@@ -129,6 +129,9 @@ SearchConfig = _section_of(
     derive_ranked=dict(ge=0, description="in-budget candidates ranked by inherited accuracy (0: argmax)"),
     derive_samples=dict(ge=0, description="architectures drawn from the learned distribution"),
     derive_window=dict(ge=0, lt=1, description="prefer candidates within this share below target"),
+    derive_proxy=dict(description="what ranks the candidates: inherited accuracy, or val accuracy after "
+                      "derive_proxy_steps of training from the inherited weights (few_shot) or from scratch"),
+    derive_proxy_steps=dict(ge=1, description="training steps of the few_shot and scratch proxies"),
     # the search alone needs no evidence (0); the evolution's cell fitness does, so the pipeline asks for it
     evidence_samples=dict(default=32, ge=1, description="uniform members within budget whose inherited accuracy "
                           "gives each cell's accuracy effect (the evolution's cell fitness)"),

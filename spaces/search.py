@@ -42,27 +42,25 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from spaces.arch import Arch
 from spaces.atomic import write_atomically
 from spaces.budget import recorded_cost
 from spaces.cost import Cost, arch_cost
-from spaces.derive import Candidate, derive_on_budget
+from spaces.derive import PROXIES, Candidate, FineTuning, Proxy, derive_on_budget, tuned_accuracy
 from spaces.errors import UserError
 from spaces.evidence import CellEffects, cell_effects
 from spaces.latency import LatencyTable
 from spaces.space import SearchSpace
-from spaces.supernet import (ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, resize_input,
-                             temperature)
-from spaces.training import (CALIBRATION_IMAGES, average_buffers, average_gradients, cycle, evaluate, rank_mean,
-                             recalibrate_bn, steps_per_epoch, train_epoch, world)
+from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, SpaceLatency, Supernet, temperature
+from spaces.training import (average_buffers, average_gradients, cycle, rank_mean, steps_per_epoch, train_epoch,
+                             world)
 
 __all__ = ["DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart",
            "choice_entropy", "cost_aware_loss", "read_checkpoint", "score_function", "search"]
@@ -106,14 +104,18 @@ class SearchSettings:
     derive_ranked: int = 8
     derive_samples: int = 256
     derive_window: float = 0.1
+    derive_proxy: Proxy = "inherited"
+    derive_proxy_steps: int = 50
     evidence_samples: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.derive_window < 1:
             raise ValueError(f"derive_window={self.derive_window} must be in [0, 1): the share below the target "
                              "a derived architecture should land in")
-        if self.derive_ranked < 0 or self.derive_samples < 0 or self.evidence_samples < 0:
-            raise ValueError("derive_ranked, derive_samples and evidence_samples must be >= 0")
+        if min(self.derive_ranked, self.derive_samples, self.derive_proxy_steps, self.evidence_samples) < 0:
+            raise ValueError("derive_ranked, derive_samples, derive_proxy_steps and evidence_samples must be >= 0")
+        if self.derive_proxy not in PROXIES:
+            raise ValueError(f"derive_proxy={self.derive_proxy!r} is not one of {', '.join(PROXIES)}")
         if self.arch_gradient == "reinforce" and self.sampling != "single_path":
             raise ValueError("arch_gradient='reinforce' scores sampled paths and needs sampling='single_path'")
         if self.cost_loss == "fbnet" and self.target * _log_unit(self.budget_metric) <= 1:
@@ -421,9 +423,9 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
 
     net.eval()
     choice, candidates = derive_on_budget(
-        net, settings.budget_metric, settings.target, data.x_train, data.x_val, data.y_val,
+        net, settings.budget_metric, settings.target, data.x_train, data.y_train, data.x_val, data.y_val,
         samples=settings.derive_samples, ranked=settings.derive_ranked, window=settings.derive_window,
-        table=latency_table, seed=settings.seed + 5)
+        table=latency_table, proxy=settings.derive_proxy, tuning=proxy_tuning(settings), seed=settings.seed + 5)
     effects = None
     if settings.evidence_samples:
         effects = cell_effects(net, settings.budget_metric, settings.target, data.x_train, data.x_val, data.y_val,
@@ -433,7 +435,9 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         write_atomically(weights_out, lambda temp: torch.save(pool, temp))
     arch = net.arch(choice)
     child = net.child(choice)
-    val_accuracy = finetune_and_validate(child, arch, data, settings)
+    val_accuracy = tuned_accuracy(child, arch.input_size, data.x_train, data.y_train, data.x_val, data.y_val,
+                                  fine_tuning(settings, settings.finetune_epochs
+                                              * steps_per_epoch(len(data.x_train), settings.batch_size)))
     probabilities = net.probabilities()
     return SearchResult(arch=arch, choice=choice, cost=arch_cost(arch), **pricing.expected(),
                         val_accuracy=val_accuracy,
@@ -443,15 +447,13 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                         wall_seconds=time.perf_counter() - start)
 
 
-def finetune_and_validate(child: nn.Module, arch: Arch, data: SearchData, settings: SearchSettings) -> float:
-    """Fine-tune the inherited child briefly, re-estimate its BN statistics, then its validation accuracy."""
-    x_train, x_val = resize_input(data.x_train, arch.input_size), resize_input(data.x_val, arch.input_size)
-    child.to(memory_format=torch.channels_last)
-    params = list(child.parameters())
-    optimizer = torch.optim.SGD(params, lr=settings.lr * 0.2, momentum=0.9, weight_decay=settings.weight_decay)
-    order = torch.Generator().manual_seed(settings.seed + 4)
-    child.train()
-    for _ in range(settings.finetune_epochs):
-        train_epoch(child, params, optimizer, x_train, data.y_train, settings.batch_size, order)
-    recalibrate_bn(child, x_train[:CALIBRATION_IMAGES])
-    return evaluate(child, x_val, data.y_val)
+def fine_tuning(settings: SearchSettings, steps: int) -> FineTuning:
+    """``steps`` of the derived child's fine-tuning recipe (a fifth of the search's weight lr)."""
+    return FineTuning(steps, settings.lr * 0.2, settings.batch_size, settings.weight_decay, settings.seed + 4)
+
+
+def proxy_tuning(settings: SearchSettings) -> FineTuning:
+    """The training steps of the derivation's proxy: the fine-tuning recipe from inherited weights
+    (``few_shot``), the search's own weight lr from a fresh initialisation (``scratch``)."""
+    tuning = fine_tuning(settings, settings.derive_proxy_steps)
+    return replace(tuning, lr=settings.lr) if settings.derive_proxy == "scratch" else tuning

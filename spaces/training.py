@@ -9,7 +9,8 @@ averaged before a model is evaluated or saved.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from itertools import islice
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["CALIBRATION_IMAGES", "average_buffers", "average_gradients", "batches", "cycle", "evaluate",
-           "recalibrate_bn", "steps_per_epoch", "train_epoch", "world"]
+           "recalibrate_bn", "steps_per_epoch", "train_epoch", "train_steps", "world"]
 
 
 CALIBRATION_IMAGES = 512  # training images a child's BN statistics are re-estimated on
@@ -99,8 +100,22 @@ def train_epoch(model: Callable[[torch.Tensor], torch.Tensor], params: list[nn.P
                 generator: torch.Generator, before_step: Callable[[], None] | None = None,
                 label_smoothing: float = 0.0) -> float:
     """One data-parallel epoch of cross-entropy; returns the mean loss of this rank's batches."""
+    return train_batches(model, params, optimizer, x, y, batches(len(x), batch_size, generator), before_step,
+                         label_smoothing)
+
+
+def train_steps(model: nn.Module, params: list[nn.Parameter], optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor, batch_size: int, generator: torch.Generator, steps: int) -> float:
+    """``steps`` data-parallel steps over :func:`cycle`: the same batches as that many steps of epochs."""
+    return train_batches(model, params, optimizer, x, y, islice(cycle(len(x), batch_size, generator), steps))
+
+
+def train_batches(model: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter],
+                  optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, indices: Iterable[torch.Tensor],
+                  before_step: Callable[[], None] | None = None, label_smoothing: float = 0.0) -> float:
+    """A step of cross-entropy per index batch; returns the mean loss of this rank's batches."""
     losses = []
-    for index in batches(len(x), batch_size, generator):
+    for index in indices:
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x[index]), y[index], label_smoothing=label_smoothing)
         loss.backward()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import statistics
 
@@ -9,9 +10,11 @@ import pytest
 import torch
 
 from spaces.cost import arch_cost
+from spaces.modules import ChildNet
 from spaces.budget import budget_cost
-from spaces.derive import derive_on_budget, inherited_accuracy
+from spaces.derive import FineTuning, derive_on_budget, inherited_accuracy, tuned_accuracy
 from spaces.search import SearchSettings, search
+from spaces.training import steps_per_epoch, train_epoch, train_steps
 from spaces.supernet import DenseNASSupernet, DMaskingSupernet, Supernet
 from tests.spaces.tiny_space import quadrant_data, tiny_space
 
@@ -29,7 +32,8 @@ def test_derived_choice_lies_in_the_window_below_the_target(cls: type[Supernet])
     torch.manual_seed(0)
     net = cls(tiny_space()).eval()
     target = _median_member_madds()
-    choice, candidates = derive_on_budget(net, "madds", target, DATA.x_train, DATA.x_val, DATA.y_val, ranked=4)
+    choice, candidates = derive_on_budget(net, "madds", target, DATA.x_train, DATA.y_train, DATA.x_val, DATA.y_val,
+                                          ranked=4)
     assert 0.9 * target <= arch_cost(net.arch(choice)).madds <= target
     assert 1 <= len(candidates) <= 4 and candidates[0].choice == choice
     assert [c.accuracy for c in candidates] == sorted((c.accuracy for c in candidates), reverse=True)
@@ -39,7 +43,8 @@ def test_derived_choice_lies_in_the_window_below_the_target(cls: type[Supernet])
 
 def test_unreachable_target_gives_the_cheapest_draw_unranked() -> None:
     net = DMaskingSupernet(tiny_space())
-    choice, candidates = derive_on_budget(net, "madds", 1.0, DATA.x_train, DATA.x_val, DATA.y_val, samples=64)
+    choice, candidates = derive_on_budget(net, "madds", 1.0, DATA.x_train, DATA.y_train, DATA.x_val, DATA.y_val,
+                                          samples=64)
     assert candidates == []
     generator = torch.Generator().manual_seed(0)
     draws = [net.derive(), *(net.sample_path(1.0, generator, gates=False).choice for _ in range(64))]
@@ -50,7 +55,8 @@ def test_ranked_zero_is_the_most_probable_architecture() -> None:
     net = DMaskingSupernet(tiny_space())
     with torch.no_grad():
         net.resolution_logits.copy_(torch.tensor([0.0, 2.0]))
-    assert derive_on_budget(net, "madds", 1e9, DATA.x_train, DATA.x_val, DATA.y_val, ranked=0) == (net.derive(), [])
+    derived = derive_on_budget(net, "madds", 1e9, DATA.x_train, DATA.y_train, DATA.x_val, DATA.y_val, ranked=0)
+    assert derived == (net.derive(), [])
 
 
 def test_latency_cost_needs_a_table() -> None:
@@ -67,3 +73,50 @@ def test_search_under_a_binding_budget_never_lands_over_it(supernet: str) -> Non
     assert 0.9 * target <= result.cost.madds <= target
     assert result.candidates and result.candidates[0].arch == result.arch.encode()
     assert set(result.entropy) == {"cells", "widths", "resolution", "mean", "max"}
+
+
+@pytest.mark.parametrize("proxy", ["few_shot", "scratch"])
+@pytest.mark.parametrize("cls", SUPERNETS, ids=["dmasking", "densenas"])
+def test_trained_proxies_score_trained_copies_and_leave_the_supernet_alone(cls: type[Supernet], proxy: str) -> None:
+    torch.manual_seed(0)
+    net = cls(tiny_space()).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tuning = FineTuning(steps=5, lr=0.05, batch_size=32, weight_decay=0.0, seed=3)
+    choice, candidates = derive_on_budget(net, "madds", _median_member_madds(), DATA.x_train, DATA.y_train,
+                                          DATA.x_val, DATA.y_val, ranked=3, proxy=proxy, tuning=tuning)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert [c.accuracy for c in candidates] == sorted((c.accuracy for c in candidates), reverse=True)
+    best, start = candidates[0], net.child(choice)
+    if proxy == "scratch":
+        torch.manual_seed(tuning.seed)
+        start = ChildNet(net.arch(choice))
+        assert any(not torch.equal(a, b) for a, b in zip(start.parameters(), net.child(choice).parameters()))
+    tuned = copy.deepcopy(start)
+    assert best.accuracy == tuned_accuracy(tuned, net.arch(choice).input_size, DATA.x_train, DATA.y_train,
+                                           DATA.x_val, DATA.y_val, tuning)
+    assert best.inherited == inherited_accuracy(net, choice, DATA.x_train, DATA.x_val, DATA.y_val)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.parameters(), start.parameters()))
+
+
+def test_a_trained_proxy_needs_its_tuning() -> None:
+    net = DMaskingSupernet(tiny_space())
+    with pytest.raises(ValueError, match="proxy='scratch' trains each candidate"):
+        derive_on_budget(net, "madds", 1e9, DATA.x_train, DATA.y_train, DATA.x_val, DATA.y_val, proxy="scratch")
+
+
+def test_steps_of_epochs_train_exactly_as_the_epochs() -> None:
+    def trained(run: str) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(DATA.x_train[0].numel(), 4))
+        params = list(model.parameters())
+        optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        order = torch.Generator().manual_seed(1)
+        if run == "epochs":
+            for _ in range(2):
+                train_epoch(model, params, optimizer, DATA.x_train, DATA.y_train, 48, order)
+        else:
+            train_steps(model, params, optimizer, DATA.x_train, DATA.y_train, 48, order,
+                        2 * steps_per_epoch(len(DATA.x_train), 48))
+        return [p.detach() for p in params]
+
+    assert all(torch.equal(a, b) for a, b in zip(trained("epochs"), trained("steps")))
