@@ -12,6 +12,7 @@ per search, Spearman's rho and Kendall's tau between inherited and retrained
 accuracy, and the retrained rank of the derivation's pick.
 
     PYTHONPATH=. python benchmarks/bench_inherited_ranking.py [--search-seeds 2] [--derive-ranked 32] [--per-search 8]
+        [--retrain-seeds 1] [--derive-proxy inherited|few_shot|scratch]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from scipy.stats import kendalltau, spearmanr
 
-from benchmarks.bench_search_vs_random import inherited, run_search
+from benchmarks.bench_search_vs_random import inherited, inherited_of, proxy_label, run_search
 from benchmarks.retrain_jobs import Data, init_worker, retrain
 from pipeline.data import default_dataset, load_dataset
 from spaces.derive import PROXIES
@@ -60,7 +61,8 @@ def main() -> None:
     parser.add_argument("--per-search", type=int, default=8, help="ranked candidates of each search retrained")
     parser.add_argument("--retrain-epochs", type=int, default=5)
     parser.add_argument("--retrain-lr", type=float, default=0.1)
-    parser.add_argument("--retrain-seed", type=int, default=0)
+    parser.add_argument("--retrain-seeds", type=int, default=1,
+                        help="seeds each candidate is retrained with (its mean is what a proxy is ranked against)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--seed", type=int, default=0, help="data subsets")
@@ -74,8 +76,8 @@ def main() -> None:
     data = Data.subsets(dataset, args.train, args.val, args.test, args.seed)
     print(f"train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space {default_space().name}; "
           f"target {args.target:,.0f} MAdds; {args.derive_ranked} ranked per search, {args.per_search} retrained "
-          f"({args.retrain_epochs} epochs, seed {args.retrain_seed}); arch gradient {args.arch_gradient}; ranked "
-          f"by {args.derive_proxy} ({args.derive_proxy_steps} steps)", flush=True)
+          f"({args.retrain_epochs} epochs, {args.retrain_seeds} seed(s)); arch gradient {args.arch_gradient}; ranked "
+          f"by {proxy_label(args.derive_proxy, args.derive_proxy_steps)}", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     settings = [SearchSettings(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch,
@@ -90,22 +92,26 @@ def main() -> None:
                   "compare; left out (no in-budget draws: raise the target or derive_samples)", flush=True)
     searches = [s for s in searches if len(s["ranked"]) >= 2]
     picked = [[(i + 1, s["ranked"][i]) for i in spread(args.per_search, len(s["ranked"]))] for s in searches]
-    jobs = [(c["arch"], args.retrain_epochs, args.batch, args.retrain_lr, args.retrain_seed)
-            for chosen in picked for _, c in chosen]
+    seeds = range(args.retrain_seeds)
+    jobs = [(c["arch"], args.retrain_epochs, args.batch, args.retrain_lr, seed)
+            for chosen in picked for _, c in chosen for seed in seeds]
     scores = iter(pool.map(retrain, jobs))
+    noise: list[float] = []  # per candidate: the variance of its seeds' accuracies
     pool.shutdown()
 
     proxies = ["ranked by"] + (["inherited"] if args.derive_proxy != "inherited" else [])
     rhos: dict[str, list[float]] = {proxy: [] for proxy in proxies}
     for s, chosen in zip(searches, picked):
-        retrained = [next(scores) for _ in chosen]
-        values = {"ranked by": [c["accuracy"] for _, c in chosen], "inherited": [c["inherited"] for _, c in chosen]}
+        runs = [[next(scores) for _ in seeds] for _ in chosen]
+        retrained = [statistics.fmean(r) for r in runs]
+        noise += [statistics.variance(r) for r in runs if len(r) > 1]
+        values = {"ranked by": [c["accuracy"] for _, c in chosen], "inherited": [inherited_of(c) for _, c in chosen]}
         pick_rank = 1 + sum(r > retrained[0] for r in retrained)
         print(f"\nsearch seed {s['seed']} ({s['wall']:.0f}s): {len(s['ranked'])} ranked, inherited "
               f"{min(inherited(s)):.4f}-{max(inherited(s)):.4f}; derived {s['arch']}")
         print(f"{'rank':>5} {'MAdds':>11} {'ranked by':>10} {'inherited':>10} {'retrained':>10}")
         for (rank, c), r in zip(chosen, retrained):
-            print(f"{rank:>5} {c['cost']:>11,.0f} {c['accuracy']:>10.4f} {inherited({'ranked': [c]})[0]:>10.4f} "
+            print(f"{rank:>5} {c['cost']:>11,.0f} {c['accuracy']:>10.4f} {inherited_of(c):>10.4f} "
                   f"{r:>10.4f}")
         for proxy in proxies:
             rho, tau = spearmanr(values[proxy], retrained).statistic, kendalltau(values[proxy], retrained).statistic
@@ -116,6 +122,8 @@ def main() -> None:
     for proxy, found in rhos.items():
         print(f"\n{proxy}: mean spearman rho over {len(found)} searches "
               f"{statistics.fmean(found) if found else float('nan'):+.2f}", end="")
+    if noise:
+        print(f"\none retraining seed's noise: s.d. {100 * statistics.fmean(noise) ** 0.5:.2f} points", end="")
     print(f"\nwall {time.perf_counter() - start:.0f}s")
 
 

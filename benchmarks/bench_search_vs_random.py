@@ -64,7 +64,17 @@ def run_search(job: tuple[SearchSettings, dict | None]) -> dict:
 
 def inherited(searched: dict) -> list[float]:
     """The inherited accuracies of the candidates a search's derivation ranked (in its ranking's order)."""
-    return [c["accuracy"] if c["inherited"] is None else c["inherited"] for c in searched["ranked"]]
+    return [inherited_of(c) for c in searched["ranked"]]
+
+
+def inherited_of(candidate: dict) -> float:
+    """A ranked candidate's inherited accuracy (its ranking accuracy when the proxy was the inherited one)."""
+    return candidate.get("inherited", candidate["accuracy"])
+
+
+def proxy_label(proxy: str, steps: int) -> str:
+    """The derivation's proxy as the benchmarks print it (steps only where it trains)."""
+    return proxy if proxy == "inherited" else f"{proxy} ({steps} steps)"
 
 
 def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
@@ -125,7 +135,7 @@ def main() -> None:
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
           f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {fmt.format(target)} {unit}, "
           f"{args.cost_loss} loss, arch lr {args.arch_lr} ({args.arch_gradient}), "
-          f"{args.derive_ranked} candidates ranked by {args.derive_proxy} ({args.derive_proxy_steps} steps); "
+          f"{args.derive_ranked} candidates ranked by {proxy_label(args.derive_proxy, args.derive_proxy_steps)}; "
           f"{args.workers} workers x 1 thread", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
@@ -156,9 +166,12 @@ def main() -> None:
     print(f"\n{'#':>3} {'kind':<12} {'MAdds':>11} {'params':>9} {'pred ms':>8} {'test acc':>9} {'s.e.':>7}  "
           "per-seed / arch")
     means: dict[str, float] = {}
+    seed_variances: list[float] = []
     for i, (kind, arch, _) in enumerate(archs):
         runs = scores[i * len(seeds):(i + 1) * len(seeds)]
         means[arch] = statistics.fmean(runs)
+        if len(runs) > 1:
+            seed_variances.append(statistics.variance(runs))
         counts = arch_cost(Arch.parse(arch))
         latency = "" if table is None else f"{table.predict(Arch.parse(arch)):.4f}"
         print(f"{i:>3} {kind:<12} {counts.madds:>11,} {counts.params:>9,} {latency:>8} {means[arch]:>9.4f} "
@@ -181,6 +194,11 @@ def main() -> None:
     print(f"paired (each search minus its own rivals' median): "
           f"{' '.join(f'{100 * p:+.2f}' for p in paired)} points, mean {100 * statistics.fmean(paired):+.2f} "
           f"(s.e. {100 * se(paired):.2f})")
+    if seed_variances and len(rival_scores) > 1:
+        noise = statistics.fmean(seed_variances)  # one retraining seed's variance
+        spread = statistics.variance(rival_scores) - noise / len(seeds)  # what the rivals' architectures differ by
+        print(f"one retraining seed's noise s.d. {100 * noise ** 0.5:.2f} points; the rivals' architectures' own s.d. "
+              f"{100 * max(spread, 0.0) ** 0.5:.2f} points (their means' variance less the seeds' share)")
     print(f"wall {time.perf_counter() - start:.0f}s")
 
 

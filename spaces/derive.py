@@ -48,7 +48,8 @@ class Candidate:
     inherited: float | None = None  # inherited accuracy, kept beside another proxy's to compare the two
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "cost": self.cost, "accuracy": self.accuracy, "inherited": self.inherited}
+        record = {"arch": self.arch, "cost": self.cost, "accuracy": self.accuracy}
+        return record if self.inherited is None else {**record, "inherited": self.inherited}
 
     @classmethod
     def from_dict(cls, data: dict) -> Candidate:
@@ -57,13 +58,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class FineTuning:
-    """SGD (momentum 0.9) steps a child takes from its inherited weights before it is validated."""
+    """SGD (momentum 0.9) steps a child takes before it is validated (from inherited weights or a fresh init)."""
 
     steps: int
     lr: float
     batch_size: int
     weight_decay: float
-    seed: int  # the batch order: every candidate sees the same batches
+    seed: int  # the batch order (every candidate sees the same batches) and a fresh child's init
 
 
 def inherited_accuracy(net: Supernet, choice: ArchChoice, x_train: torch.Tensor, x_val: torch.Tensor,
