@@ -86,6 +86,8 @@ def _run_like(command: str) -> list[Case]:
         (f"{command}: reinforce with relaxed sampling",
          args("--set", "search.arch_gradient=reinforce", "--set", "search.sampling=relaxed"),
          "search: arch_gradient='reinforce' scores sampled paths and needs sampling='single_path'"),
+        (f"{command}: unknown derivation proxy", args("--set", "search.derive_proxy=fewshot"),
+         "search.derive_proxy: Input should be 'inherited', 'few_shot' or 'scratch' (got 'fewshot')"),
         (f"{command}: fbnet loss under a sub-microsecond target",
          args("--set", "budget.metric=latency", "--set", "budget.target=0.0005", "--set", "search.cost_loss=fbnet"),
          "budget.target / search.cost_loss: target=0.0005 is too small for the fbnet loss"),
