@@ -22,7 +22,8 @@ the difference, the searched mean's rank among the rivals, and a paired view
 (each search against its own matched rivals).
 
     PYTHONPATH=. python benchmarks/bench_search_vs_random.py [--search-seeds 3] [--rivals 4] [--target 3e6]
-        [--metric latency --latency-quantile 0.3 --runtime onnxruntime] [--arch-gradient reinforce]
+        [--metric latency --latency-quantile 0.3 --runtime onnxruntime --latency-table table.json]
+        [--arch-gradient reinforce]
 """
 
 from __future__ import annotations
@@ -77,10 +78,19 @@ def proxy_label(proxy: str, steps: int) -> str:
     return proxy if proxy == "inherited" else f"{proxy} ({steps} steps)"
 
 
-def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float) -> tuple[LatencyTable, float]:
-    """``space``'s latency table on ``runtime`` and the ``quantile`` of its random members' predicted latency."""
-    table = LatencyTable.create(MeasureSettings(runtime))
-    table.ensure_keys(space_latency_keys(space))
+def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float,
+                   saved: Path | None = None) -> tuple[LatencyTable, float]:
+    """``space``'s latency table on ``runtime`` and the ``quantile`` of its random members' predicted latency.
+
+    With ``saved``, a table already there is reused (missing entries measured) and the table is written back,
+    so a later run can price its searches and rivals, and set its target, exactly as this one did.
+    """
+    reused = saved is not None and saved.exists()
+    table = LatencyTable.load(saved, runtime) if reused else LatencyTable.create(MeasureSettings(runtime))
+    measured = table.ensure_keys(space_latency_keys(space))
+    if saved is not None:
+        table.save(saved)
+        print(f"latency table {'read from' if reused else 'saved to'} {saved} ({len(measured)} entries measured now)")
     rng = random.Random(seed)
     member_ms = sorted(table.predict(space.sample(rng)) for _ in range(LATENCY_MEMBERS))
     target = member_ms[min(int(quantile * len(member_ms)), len(member_ms) - 1)]
@@ -100,6 +110,8 @@ def main() -> None:
     parser.add_argument("--latency-quantile", type=float, default=0.3,
                         help="latency target: this quantile of random members' predicted latency (--metric latency)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="latency table runtime")
+    parser.add_argument("--latency-table", type=Path, default=None,
+                        help="JSON latency table: reused if it exists, else measured and saved there (--metric latency)")
     parser.add_argument("--search-seeds", type=int, default=3)
     parser.add_argument("--search-epochs", type=int, default=6)
     parser.add_argument("--warmup-epochs", type=int, default=2)
@@ -129,7 +141,7 @@ def main() -> None:
     dataset = load_dataset(path)
     data = Data.subsets(dataset, args.train, args.val, args.test, args.seed)
     space = default_space()
-    table, target = latency_budget(space, args.runtime, args.seed, args.latency_quantile) \
+    table, target = latency_budget(space, args.runtime, args.seed, args.latency_quantile, args.latency_table) \
         if args.metric == "latency" else (None, args.target)
     cost, unit, fmt = (madds, "MAdds", "{:,.0f}") if table is None else (table.predict, "ms", "{:.4f}")
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
