@@ -30,7 +30,7 @@ from benchmarks.bench_search_vs_random import inherited, inherited_of, proxy_lab
 from benchmarks.retrain_jobs import Data, init_worker, retrain
 from pipeline.data import default_dataset, load_dataset
 from spaces.derive import PROXIES
-from spaces.search import SearchSettings
+from spaces.search import ARCH_GRADIENTS, SearchSettings
 from spaces.space import default_space
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--search-epochs", type=int, default=6)
     parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--arch-lr", type=float, default=0.03)
-    parser.add_argument("--arch-gradient", choices=("straight_through", "reinforce"),
+    parser.add_argument("--arch-gradient", choices=ARCH_GRADIENTS,
                         default=SearchSettings.arch_gradient, help="how the sampled path's loss reaches the logits")
     parser.add_argument("--derive-ranked", type=int, default=32, help="candidates each derivation ranks")
     parser.add_argument("--derive-proxy", choices=PROXIES, default=SearchSettings.derive_proxy,

@@ -43,7 +43,7 @@ from spaces.arch import Arch
 from spaces.cost import arch_cost
 from spaces.latency import RUNTIMES, LatencyTable, MeasureSettings
 from spaces.derive import PROXIES
-from spaces.search import SearchData, SearchSettings, search
+from spaces.search import ARCH_GRADIENTS, SearchData, SearchSettings, search
 from spaces.space import SearchSpace, default_space
 from spaces.supernet import space_latency_keys
 
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--cost-loss", choices=["fbnet", "hinge"], default="hinge")
     parser.add_argument("--arch-lr", type=float, default=0.03, help="Adam learning rate of the architecture")
-    parser.add_argument("--arch-gradient", choices=("straight_through", "reinforce"),
+    parser.add_argument("--arch-gradient", choices=ARCH_GRADIENTS,
                         default=SearchSettings.arch_gradient, help="how the sampled path's loss reaches the logits")
     parser.add_argument("--derive-ranked", type=int, default=SearchSettings.derive_ranked,
                         help="in-budget candidates the derivation ranks by inherited accuracy")

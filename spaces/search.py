@@ -21,6 +21,9 @@ cost term moves them. ``"reinforce"`` is the score-function estimator: the arch
 step runs the path without a graph and the logits get ``(CE - baseline) *
 grad log P(path)``, a moving-average baseline (ENAS; ProxylessNAS's REINFORCE
 variant), which reaches every choice and costs no backward pass through the net.
+``"hybrid"`` keeps the gates for the cells and widths and adds the score
+function for the resolution alone, the one choice of every path whose gate
+BatchNorm always undoes (same baseline).
 ``sampling="relaxed"`` runs the whole Gumbel-softmax mixture instead (FBNetV2
 masking at the max width and resolution), several times a child's cost. The
 temperature decays exponentially per step.
@@ -62,12 +65,15 @@ from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, Spac
 from spaces.training import (average_buffers, average_gradients, cycle, rank_mean, steps_per_epoch, train_epoch,
                              world)
 
-__all__ = ["DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult", "WarmStart",
-           "choice_entropy", "cost_aware_loss", "read_checkpoint", "score_function", "search"]
+__all__ = ["ARCH_GRADIENTS", "DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult",
+           "WarmStart",
+           "choice_entropy", "cost_aware_loss", "read_checkpoint", "score_function", "score_term", "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 REINFORCE_MOMENTUM = 0.9
 """Weight of the old value in the moving-average baseline of :func:`score_function`."""
+ArchGradient = Literal["straight_through", "reinforce", "hybrid"]
+ARCH_GRADIENTS: tuple[ArchGradient, ...] = ("straight_through", "reinforce", "hybrid")
 DERIVED_FIELDS = ("arch", "val_accuracy", "madds", "params", "predicted_latency_ms")
 """The keys of :meth:`SearchResult.derived`, in order (a failed search's record has them all None)."""
 
@@ -100,7 +106,7 @@ class SearchSettings:
     budget_metric: Literal["madds", "params", "latency"] = "madds"
     target: float = 5e6
     sampling: Literal["single_path", "relaxed"] = "single_path"
-    arch_gradient: Literal["straight_through", "reinforce"] = "straight_through"
+    arch_gradient: ArchGradient = "straight_through"
     derive_ranked: int = 8
     derive_samples: int = 256
     derive_window: float = 0.1
@@ -116,8 +122,9 @@ class SearchSettings:
             raise ValueError("derive_ranked, derive_samples, derive_proxy_steps and evidence_samples must be >= 0")
         if self.derive_proxy not in PROXIES:
             raise ValueError(f"derive_proxy={self.derive_proxy!r} is not one of {', '.join(PROXIES)}")
-        if self.arch_gradient == "reinforce" and self.sampling != "single_path":
-            raise ValueError("arch_gradient='reinforce' scores sampled paths and needs sampling='single_path'")
+        if self.arch_gradient != "straight_through" and self.sampling != "single_path":
+            raise ValueError(f"arch_gradient={self.arch_gradient!r} scores sampled paths and needs "
+                             "sampling='single_path'")
         if self.cost_loss == "fbnet" and self.target * _log_unit(self.budget_metric) <= 1:
             unit = "microseconds" if self.budget_metric == "latency" else self.budget_metric
             raise ValueError(f"target={self.target:g} is too small for the fbnet loss: log(target) in {unit} must be "
@@ -231,13 +238,24 @@ def choice_entropy(probabilities: dict) -> dict:
             "max": max(flat)}
 
 
+def moving_baseline(baseline: float | None, value: float) -> float:
+    """The score-function estimators' baseline: a moving average of the arch steps' CE (the first sets it)."""
+    return value if baseline is None else REINFORCE_MOMENTUM * baseline + (1 - REINFORCE_MOMENTUM) * value
+
+
 def score_function(ce: float, log_probability: torch.Tensor, baseline: float) -> torch.Tensor:
     """The sampled path's loss as REINFORCE sees it: value ``ce``, gradient ``(ce - baseline) * grad log P``.
 
     Dropped into :func:`cost_aware_loss` in place of a differentiable CE, so every
     cost form composes with it (FBNet's product rule included).
     """
-    return ce + (ce - baseline) * (log_probability - log_probability.detach())
+    return ce + score_term(ce, log_probability, baseline)
+
+
+def score_term(ce: float, log_probability: torch.Tensor, baseline: float) -> torch.Tensor:
+    """Zero in value, ``(ce - baseline) * grad log P`` in gradient: REINFORCE added to a differentiable loss
+    (the hybrid estimator's resolution term)."""
+    return (ce - baseline) * (log_probability - log_probability.detach())
 
 
 def cost_aware_loss(ce: torch.Tensor, cost: torch.Tensor, settings: SearchSettings) -> torch.Tensor:
@@ -375,12 +393,16 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
                 sample = draw(gates=False)
                 with torch.no_grad():
                     value = rank_mean(F.cross_entropy(net(data.x_val[index], sample), data.y_val[index]).item())
-                baseline = value if baseline is None else (REINFORCE_MOMENTUM * baseline
-                                                           + (1 - REINFORCE_MOMENTUM) * value)
+                baseline = moving_baseline(baseline, value)
                 ce = score_function(value, net.log_probability(sample.choice), baseline)
             else:
                 sample = draw(gates=True)
                 ce = F.cross_entropy(net(data.x_val[index], sample), data.y_val[index])
+                if settings.arch_gradient == "hybrid":  # the resolution, whose gate BN undoes, by REINFORCE
+                    value = rank_mean(ce.item())
+                    baseline = moving_baseline(baseline, value)
+                    resolution = torch.log_softmax(net.resolution_logits, 0)[sample.choice.resolution]
+                    ce = ce + score_term(value, resolution, baseline)
             # single path prices the distribution the path was drawn from; relaxed, the sample itself
             priced = net.mean_sample(grad=True) if settings.sampling == "single_path" else sample
             loss = cost_aware_loss(ce, pricing.penalised(priced), settings)

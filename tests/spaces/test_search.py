@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from spaces.cost import arch_cost
 from spaces.search import (SUPERNETS, CheckpointError, SearchResult, SearchSettings, cost_aware_loss, score_function,
-                           search)
+                           score_term, search)
 from tests.spaces.tiny_space import quadrant_data, tiny_space
 
 SETTINGS = SearchSettings(epochs=3, warmup_epochs=1, batch_size=32, lr=0.1, arch_lr=0.05, finetune_epochs=1,
@@ -116,6 +116,11 @@ def test_score_function_has_the_loss_value_and_the_reinforce_gradient() -> None:
     surrogate.backward()
     expected = 0.3 * (torch.eye(3)[2] - torch.softmax(logits.detach(), 0))  # (ce - b) * d log p / d logits
     torch.testing.assert_close(logits.grad, expected)
+    logits.grad = None
+    term = score_term(1.5, torch.log_softmax(logits, 0)[2], baseline=1.2)  # the same gradient, no value
+    assert term.item() == 0
+    term.backward()
+    torch.testing.assert_close(logits.grad, expected)
 
 
 @pytest.mark.parametrize("supernet", ["dmasking", "densenas"])
@@ -135,16 +140,20 @@ def test_only_the_score_function_gives_the_resolution_an_accuracy_gradient(super
     assert net.resolution_logits.grad.abs().max() > 0.01
 
 
-def test_reinforce_search_learns_within_budget_and_resumes_exactly(tmp_path: Path, result) -> None:
-    settings = SearchSettings(**{**SETTINGS.__dict__, "arch_gradient": "reinforce"})
+@pytest.mark.parametrize("estimator", ["reinforce", "hybrid"])
+def test_score_function_searches_learn_within_budget_and_resume_exactly(tmp_path: Path, result,
+                                                                         estimator: str) -> None:
+    settings = SearchSettings(**{**SETTINGS.__dict__, "arch_gradient": estimator})
     whole = search(tiny_space(), quadrant_data(n_train=256), settings)
     assert whole.cost.madds <= settings.target and whole.val_accuracy > 0.6
-    assert whole.probabilities != result.probabilities  # another estimator, another distribution
+    # another estimator of the resolution, another resolution distribution than the gates'
+    assert whole.probabilities["resolution"] != result.probabilities["resolution"]
 
     resumed = _stopped_after_epoch_1_then_resumed(settings, tmp_path / "search.pt", [])
     assert resumed.arch == whole.arch and resumed.probabilities == whole.probabilities
 
 
-def test_reinforce_needs_single_path() -> None:
+@pytest.mark.parametrize("estimator", ["reinforce", "hybrid"])
+def test_score_function_estimators_need_single_path(estimator: str) -> None:
     with pytest.raises(ValueError, match="needs sampling='single_path'"):
-        SearchSettings(arch_gradient="reinforce", sampling="relaxed")
+        SearchSettings(arch_gradient=estimator, sampling="relaxed")
