@@ -111,7 +111,8 @@ def main() -> None:
                         help="latency target: this quantile of random members' predicted latency (--metric latency)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="latency table runtime")
     parser.add_argument("--latency-table", type=Path, default=None,
-                        help="JSON latency table: reused if it exists, else measured and saved there (--metric latency)")
+                        help="JSON latency table: reused if it exists, else measured and saved there "
+                             "(--metric latency)")
     parser.add_argument("--search-seeds", type=int, default=3)
     parser.add_argument("--search-epochs", type=int, default=6)
     parser.add_argument("--warmup-epochs", type=int, default=2)
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="data subsets and rival draws")
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/autospace"), help="default data set cache")
     args = parser.parse_args()
+    if args.latency_table is not None and args.metric != "latency":
+        parser.error("--latency-table prices a latency budget: add --metric latency, or drop --latency-table")
 
     start = time.perf_counter()
     path = default_dataset(args.cache.expanduser())

@@ -125,8 +125,8 @@ SearchConfig = _section_of(
     finetune_epochs=dict(ge=0, description="epochs fine-tuning the derived child before validation"),
     sampling=dict(description="single_path: each step runs one sampled child; relaxed: the whole mixture"),
     arch_gradient=dict(description="straight_through: GDAS gates on the sampled path; reinforce: the path's loss "
-                       "against a moving baseline times grad log P (reaches every choice, resolution included); hybrid: the gates, "
-                       "and the score function for the resolution alone"),
+                       "against a moving baseline times grad log P (reaches every choice, resolution included); "
+                       "hybrid: the gates, and the score function for the resolution alone"),
     derive_ranked=dict(ge=0, description="in-budget candidates ranked by inherited accuracy (0: argmax)"),
     derive_samples=dict(ge=0, description="architectures drawn from the learned distribution"),
     derive_window=dict(ge=0, lt=1, description="prefer candidates within this share below target"),
