@@ -73,9 +73,10 @@ def inherited_of(candidate: dict) -> float:
     return candidate.get("inherited", candidate["accuracy"])
 
 
-def proxy_label(proxy: str, steps: int) -> str:
+def proxy_label(proxy: str, steps: int, keep_resolution: bool = False) -> str:
     """The derivation's proxy as the benchmarks print it (steps only where it trains)."""
-    return proxy if proxy == "inherited" else f"{proxy} ({steps} steps)"
+    label = proxy if proxy == "inherited" else f"{proxy} ({steps} steps)"
+    return f"{label} at the most probable resolution" if keep_resolution else label
 
 
 def latency_budget(space: SearchSpace, runtime: str, seed: int, quantile: float,
@@ -126,6 +127,8 @@ def main() -> None:
                         help="what ranks the derivation's candidates")
     parser.add_argument("--derive-proxy-steps", type=int, default=SearchSettings.derive_proxy_steps,
                         help="training steps of the few_shot and scratch proxies")
+    parser.add_argument("--derive-keep-resolution", action="store_true",
+                        help="rank only candidates at the most probable architecture's resolution")
     parser.add_argument("--rivals", type=int, default=4, help="cost-matched random rivals per searched arch")
     parser.add_argument("--match", type=float, default=0.05, help="relative MAdds window of a rival")
     parser.add_argument("--retrain-epochs", type=int, default=5)
@@ -147,10 +150,11 @@ def main() -> None:
     table, target = latency_budget(space, args.runtime, args.seed, args.latency_quantile, args.latency_table) \
         if args.metric == "latency" else (None, args.target)
     cost, unit, fmt = (madds, "MAdds", "{:,.0f}") if table is None else (table.predict, "ms", "{:.4f}")
+    proxy = proxy_label(args.derive_proxy, args.derive_proxy_steps, args.derive_keep_resolution)
     print(f"data {path.name}: train {len(data.x_train)}, val {len(data.x_val)}, test {len(data.x_test)}; space "
           f"{space.name} (10^{space.log10_cardinality:.1f} archs); target {fmt.format(target)} {unit}, "
           f"{args.cost_loss} loss, arch lr {args.arch_lr} ({args.arch_gradient}), "
-          f"{args.derive_ranked} candidates ranked by {proxy_label(args.derive_proxy, args.derive_proxy_steps)}; "
+          f"{args.derive_ranked} candidates ranked by {proxy}; "
           f"{args.workers} workers x 1 thread", flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
@@ -158,7 +162,7 @@ def main() -> None:
                             seed=seed, target=target, cost_loss=args.cost_loss, arch_lr=args.arch_lr,
                             budget_metric=args.metric, derive_ranked=args.derive_ranked,
                             derive_proxy=args.derive_proxy, derive_proxy_steps=args.derive_proxy_steps,
-                            arch_gradient=args.arch_gradient),
+                            derive_keep_resolution=args.derive_keep_resolution, arch_gradient=args.arch_gradient),
              None if table is None else table.to_dict())
             for seed in range(args.search_seeds)]
     searches = list(pool.map(run_search, jobs))

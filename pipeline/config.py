@@ -133,6 +133,8 @@ SearchConfig = _section_of(
     derive_proxy=dict(description="what ranks the candidates: inherited accuracy, or val accuracy after "
                       "derive_proxy_steps of training from the inherited weights (few_shot) or from scratch"),
     derive_proxy_steps=dict(ge=1, description="training steps of the few_shot and scratch proxies"),
+    derive_keep_resolution=dict(description="rank only candidates at the most probable architecture's input "
+                                "resolution (the trained proxies cannot see the resolution)"),
     # the search alone needs no evidence (0); the evolution's cell fitness does, so the pipeline asks for it
     evidence_samples=dict(default=32, ge=1, description="uniform members within budget whose inherited accuracy "
                           "gives each cell's accuracy effect (the evolution's cell fitness)"),

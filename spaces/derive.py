@@ -10,7 +10,10 @@ inherited weights and recalibrated BatchNorm statistics, or after a few
 training steps (``proxy``): from those weights (``few_shot``), or from a fresh
 initialisation (``scratch``: how fast the candidate itself learns, which the
 shared weights cannot say; docs/supernet-benchmarks.md measures each proxy
-against the candidates trained alone).
+against the candidates trained alone). With ``keep_resolution`` only draws at
+the most probable architecture's input resolution are ranked: the trained
+proxies are blind to the resolution (measured), so the distribution decides it
+and the proxy the rest.
 Only when no sample fits at all does the cheapest one win, and the result says
 it is over budget.
 """
@@ -111,14 +114,16 @@ def _scored(net: Supernet, candidate: Candidate, x_train: torch.Tensor, y_train:
 def derive_on_budget(net: Supernet, metric: str, target: float, x_train: torch.Tensor, y_train: torch.Tensor,
                      x_val: torch.Tensor, y_val: torch.Tensor, *, samples: int = 256, ranked: int = 8,
                      window: float = 0.1, table: LatencyTable | None = None, proxy: Proxy = "inherited",
-                     tuning: FineTuning | None = None, seed: int = 0) -> tuple[ArchChoice, list[Candidate]]:
+                     tuning: FineTuning | None = None, keep_resolution: bool = False,
+                     seed: int = 0) -> tuple[ArchChoice, list[Candidate]]:
     """The derived choice and the candidates ranked for it (best first).
 
     ``samples`` draws from the logits' distribution (seeded: every data-parallel rank
     draws the same); ``ranked`` of those that fit are scored by ``proxy``:
     :func:`inherited_accuracy`, or :func:`tuned_accuracy` after ``tuning`` from the
-    inherited weights (``few_shot``) or from a fresh initialisation (``scratch``).
-    ``ranked=0`` returns the most probable choice unscored.
+    inherited weights (``few_shot``) or from a fresh initialisation (``scratch``);
+    with ``keep_resolution`` only those at the most probable choice's resolution
+    (all that fit, if none does there). ``ranked=0`` returns the most probable choice unscored.
     """
     most_probable = net.derive()
     if ranked == 0:
@@ -137,6 +142,9 @@ def derive_on_budget(net: Supernet, metric: str, target: float, x_train: torch.T
                or [c for c in pool if c.cost <= target])
     if not fitting:
         return min(pool, key=lambda c: c.cost).choice, []
+    if keep_resolution:
+        resolution = net.arch(most_probable).input_size
+        fitting = [c for c in fitting if net.arch(c.choice).input_size == resolution] or fitting
     scored = [_scored(net, c, x_train, y_train, x_val, y_val, proxy, tuning) for c in fitting[:ranked]]
     scored.sort(key=lambda c: -c.accuracy)  # stable: ties keep the more probable (earlier drawn) one
     return scored[0].choice, scored

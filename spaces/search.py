@@ -111,6 +111,7 @@ class SearchSettings:
     derive_window: float = 0.1
     derive_proxy: Proxy = "inherited"
     derive_proxy_steps: int = 50
+    derive_keep_resolution: bool = False
     evidence_samples: int = 0
 
     def __post_init__(self) -> None:
@@ -446,7 +447,8 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
     choice, candidates = derive_on_budget(
         net, settings.budget_metric, settings.target, data.x_train, data.y_train, data.x_val, data.y_val,
         samples=settings.derive_samples, ranked=settings.derive_ranked, window=settings.derive_window,
-        table=latency_table, proxy=settings.derive_proxy, tuning=proxy_tuning(settings), seed=settings.seed + 5)
+        table=latency_table, proxy=settings.derive_proxy, tuning=proxy_tuning(settings),
+        keep_resolution=settings.derive_keep_resolution, seed=settings.seed + 5)
     effects = None
     if settings.evidence_samples:
         effects = cell_effects(net, settings.budget_metric, settings.target, data.x_train, data.x_val, data.y_val,

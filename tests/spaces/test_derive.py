@@ -59,6 +59,21 @@ def test_ranked_zero_is_the_most_probable_architecture() -> None:
     assert derived == (net.derive(), [])
 
 
+@pytest.mark.parametrize("cls", SUPERNETS, ids=["dmasking", "densenas"])
+def test_keep_resolution_ranks_only_the_most_probable_resolution(cls: type[Supernet]) -> None:
+    net = cls(tiny_space()).eval()
+    with torch.no_grad():
+        net.resolution_logits.copy_(torch.tensor([0.0, 0.3]))  # both drawn often, 12 px the more probable
+
+    def ranked_sizes(keep_resolution: bool) -> set[int]:
+        _, candidates = derive_on_budget(net, "madds", 1e9, DATA.x_train, DATA.y_train, DATA.x_val, DATA.y_val,
+                                         ranked=12, keep_resolution=keep_resolution)
+        return {net.arch(c.choice).input_size for c in candidates}
+
+    assert ranked_sizes(False) == {8, 12}
+    assert ranked_sizes(True) == {net.arch(net.derive()).input_size} == {12}
+
+
 def test_latency_cost_needs_a_table() -> None:
     with pytest.raises(ValueError, match="latency table"):
         budget_cost(tiny_space().sample(random.Random(0)), "latency")
