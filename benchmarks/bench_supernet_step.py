@@ -21,7 +21,8 @@ supernet on the packaged default space this times, interleaved in every round:
 Median over rounds; ``ratio`` is each step's median over the child's. Memory is
 the bytes autograd saves for backward (:func:`benchmarks.measure.saved_bytes`).
 
-    PYTHONPATH=. python benchmarks/bench_supernet_step.py [--rounds 15] [--batch 128] [--threads 1] [--supernets densenas]
+    PYTHONPATH=. python benchmarks/bench_supernet_step.py [--rounds 15] [--batch 128] [--threads 1] \
+        [--supernets densenas]
 """
 
 from __future__ import annotations

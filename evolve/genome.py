@@ -37,7 +37,8 @@ class Reference:
         cells = []
         for s, (ops, stage) in enumerate(zip(arch.stages, template.stages)):
             if len(ops) > len(stage.layers):
-                raise ValueError(f"stage {s}: the reference has {len(ops)} blocks, the space {len(stage.layers)} layers")
+                raise ValueError(f"stage {s}: the reference has {len(ops)} blocks, "
+                                 f"the space {len(stage.layers)} layers")
             if ops[0].stride != stage.stride:
                 raise ValueError(f"stage {s}: the reference's stride {ops[0].stride} differs from {stage.stride}")
             cells.append(tuple(cell_of(op, first=(i == 0)) for i, op in enumerate(ops)))

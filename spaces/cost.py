@@ -25,7 +25,8 @@ from spaces.arch import Arch
 from spaces.encoding import encode_op
 from spaces.ops import ConvOp, Op, SkipOp
 
-__all__ = ["Cost", "LayerCost", "arch_cost", "layer_costs", "op_cost", "conv_cost", "mbconv_cost", "out_size", "count_module"]
+__all__ = ["Cost", "LayerCost", "arch_cost", "layer_costs", "op_cost", "conv_cost", "mbconv_cost", "out_size",
+           "count_module"]
 
 
 @dataclass(frozen=True)

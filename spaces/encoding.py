@@ -173,7 +173,12 @@ def _mid_channels(kind: str, tokens: dict[str, str], text: str, cin: int) -> int
         raise SpecError(f"expansion {_quoted(tokens['e'])} in {_quoted(text)} must be positive")
     if ratio > 1000:  # also keeps round(cin * ratio) finite
         raise SpecError(f"expansion {_quoted(tokens['e'])} in {_quoted(text)} is absurd; at most e1000")
-    return max(1, round(cin * ratio))
+    return _scaled("e", cin, ratio)
+
+
+def _scaled(prefix: str, whole: int, ratio: float) -> int:
+    """The channels ``prefix<ratio>`` gives from ``whole``: an expansion rounds, a squeeze-excite ratio truncates."""
+    return max(1, round(whole * ratio)) if prefix == "e" else max(1, int(whole * ratio))
 
 
 def _se(tokens: dict[str, str], mid: int) -> SEOp | None:
@@ -190,7 +195,7 @@ def _se(tokens: dict[str, str], mid: int) -> SEOp | None:
         ratio = float(tokens["se"][2:])
         if not 0 < ratio <= 1:
             raise SpecError(f"SE ratio {_quoted(tokens['se'])} must be in (0, 1]")
-        reduced = max(1, int(mid * ratio))
+        reduced = _scaled("se", mid, ratio)
     act = _ACT_TOKENS[tokens["sa"][2:]] if "sa" in tokens else "relu"
     return SEOp(reduced=reduced, act=act, gate="hsigmoid" if "hsig" in tokens else "sigmoid")
 
@@ -203,7 +208,7 @@ def _ratio_token(prefix: str, whole: int, part: int) -> str | None:
     """``prefix<ratio>`` whose decoding gives back ``part`` from ``whole``, if a short one exists."""
     for digits in (0, 1, 2, 3):
         ratio = round(part / whole, digits)
-        if 0 < ratio and (prefix == "e" or ratio <= 1) and (max(1, round(whole * ratio)) if prefix == "e" else max(1, int(whole * ratio))) == part:
+        if 0 < ratio and (prefix == "e" or ratio <= 1) and _scaled(prefix, whole, ratio) == part:
             return f"{prefix}{_fmt(ratio)}"
     return None
 

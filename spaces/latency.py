@@ -315,7 +315,8 @@ class LatencyTable:
             "settings": asdict(self.settings),
             "environment": self.environment,
             "overhead_ms": self.overhead_ms,
-            "entries": [{"op": k.op, "cin": k.cin, "size": k.size, "ms": ms} for k, ms in sorted(self._entries.items())],
+            "entries": [{"op": k.op, "cin": k.cin, "size": k.size, "ms": ms}
+                        for k, ms in sorted(self._entries.items())],
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:

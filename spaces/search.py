@@ -66,7 +66,8 @@ from spaces.training import (average_buffers, average_gradients, cycle, rank_mea
                              world)
 
 __all__ = ["ARCH_GRADIENTS", "DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult",
-           "WarmStart", "choice_entropy", "cost_aware_loss", "read_checkpoint", "score_function", "score_term", "search"]
+           "WarmStart", "choice_entropy", "cost_aware_loss", "read_checkpoint", "score_function", "score_term",
+           "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 REINFORCE_MOMENTUM = 0.9

@@ -374,7 +374,8 @@ def _npz_images(images: np.ndarray, where: str) -> np.ndarray:
         return images
     if np.issubdtype(images.dtype, np.floating) and images.size and images.min() >= 0.0 and images.max() <= 1.0:
         return np.rint(images * 255.0).astype(np.uint8)
-    raise DataError(f"{where} is {images.dtype}; images must be uint8 (0..255) or float in [0, 1] — convert them first")
+    raise DataError(f"{where} is {images.dtype}; images must be uint8 (0..255) or float in [0, 1] — "
+                    "convert them first")
 
 
 def _npz_labels(labels: np.ndarray, where: str) -> np.ndarray:

@@ -77,7 +77,8 @@ class Supernet(nn.Module, ABC):
         self.head = FixedConvs(widest.head)
         self.classifier = nn.Linear(widest.feature_channels, space.num_classes)
         self.op_logits = nn.ParameterList(
-            nn.Parameter(torch.zeros(len(stage.choices(i)))) for stage in space.stages for i in range(len(stage.layers)))
+            nn.Parameter(torch.zeros(len(stage.choices(i))))
+            for stage in space.stages for i in range(len(stage.layers)))
         self.resolution_logits = nn.Parameter(torch.zeros(len(space.resolutions)))
 
     # ---- what each supernet defines ---------------------------------------------------
