@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--arch-gradient", choices=ARCH_GRADIENTS,
                         default=SearchSettings.arch_gradient, help="how the sampled path's loss reaches the logits")
     parser.add_argument("--derive-ranked", type=int, default=SearchSettings.derive_ranked,
-                        help="in-budget candidates the derivation ranks by inherited accuracy")
+                        help="in-budget candidates the derivation ranks (by --derive-proxy)")
     parser.add_argument("--derive-proxy", choices=PROXIES, default=SearchSettings.derive_proxy,
                         help="what ranks the derivation's candidates")
     parser.add_argument("--derive-proxy-steps", type=int, default=SearchSettings.derive_proxy_steps,

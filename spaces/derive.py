@@ -21,7 +21,7 @@ it is over budget.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ __all__ = ["PROXIES", "Candidate", "FineTuning", "Proxy", "derive_on_budget", "i
 
 
 Proxy = Literal["inherited", "few_shot", "scratch"]
-PROXIES: tuple[Proxy, ...] = ("inherited", "few_shot", "scratch")
+PROXIES: tuple[Proxy, ...] = get_args(Proxy)
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,7 @@ def derive_on_budget(net: Supernet, metric: str, target: float, x_train: torch.T
     if not fitting:
         return min(pool, key=lambda c: c.cost).choice, []
     if keep_resolution:
-        resolution = net.arch(most_probable).input_size
-        fitting = [c for c in fitting if net.arch(c.choice).input_size == resolution] or fitting
+        fitting = [c for c in fitting if c.choice.resolution == most_probable.resolution] or fitting
     scored = [_scored(net, c, x_train, y_train, x_val, y_val, proxy, tuning) for c in fitting[:ranked]]
     scored.sort(key=lambda c: -c.accuracy)  # stable: ties keep the more probable (earlier drawn) one
     return scored[0].choice, scored

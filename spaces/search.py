@@ -47,7 +47,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 REINFORCE_MOMENTUM = 0.9
 """Weight of the old value in the moving-average baseline of :func:`score_function`."""
 ArchGradient = Literal["straight_through", "reinforce", "hybrid"]
-ARCH_GRADIENTS: tuple[ArchGradient, ...] = ("straight_through", "reinforce", "hybrid")
+ARCH_GRADIENTS: tuple[ArchGradient, ...] = get_args(ArchGradient)
 DERIVED_FIELDS = ("arch", "val_accuracy", "madds", "params", "predicted_latency_ms")
 """The keys of :meth:`SearchResult.derived`, in order (a failed search's record has them all None)."""
 
