@@ -127,7 +127,7 @@ SearchConfig = _section_of(
     arch_gradient=dict(description="straight_through: GDAS gates on the sampled path; reinforce: the path's loss "
                        "against a moving baseline times grad log P (reaches every choice, resolution included); "
                        "hybrid: the gates, and the score function for the resolution alone"),
-    derive_ranked=dict(ge=0, description="in-budget candidates ranked by inherited accuracy (0: argmax)"),
+    derive_ranked=dict(ge=0, description="in-budget candidates ranked by derive_proxy (0: argmax)"),
     derive_samples=dict(ge=0, description="architectures drawn from the learned distribution"),
     derive_window=dict(ge=0, lt=1, description="prefer candidates within this share below target"),
     derive_proxy=dict(description="what ranks the candidates: inherited accuracy, or val accuracy after "
