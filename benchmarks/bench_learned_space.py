@@ -3,8 +3,9 @@
 Reads a finished run (``summary.json``'s learned space, ``evolution.json``'s
 template, the run's budget) and measures, side by side on Fashion-MNIST:
 
-1. **Same NAS, two spaces.** The project's search (default single-path settings,
-   from scratch: no weight pool, no fitness priors) runs ``--search-seeds`` times in
+1. **Same NAS, two spaces.** The project's search (the run's search settings, or with
+   ``--nas default`` the project's default estimator and derivation; from scratch: no weight
+   pool, no fitness priors) runs ``--search-seeds`` times in
    the template and in the learned space under the run's MAdds target, deriving
    within ``--match`` below it so both sides are cost-matched. Every derived
    architecture is retrained from scratch with one recipe (``--retrain-seeds``
@@ -16,7 +17,7 @@ template, the run's budget) and measures, side by side on Fashion-MNIST:
    error are compared by their medians (bootstrap s.e.) and a one-sided
    Mann-Whitney U test (learned better).
 
-    PYTHONPATH=. python benchmarks/bench_learned_space.py RUN_DIR [--search-seeds 3] [--members 20]
+    PYTHONPATH=. python benchmarks/bench_learned_space.py RUN_DIR [--search-seeds 3] [--members 20] [--nas default]
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ from spaces.search import SearchData, SearchSettings, search
 from spaces.space import SearchSpace
 
 
+DEFAULT_NAS_FIELDS = ("arch_gradient", "derive_proxy", "derive_proxy_steps", "derive_keep_resolution")
+
+
 def run_search(job: tuple[dict, SearchSettings]) -> dict:
     """One from-scratch search of a space in a worker; its derived architecture."""
     space, settings = SearchSpace.from_dict(job[0]), job[1]
@@ -65,6 +69,14 @@ def cost_matched_members(space: SearchSpace, target: float, match: float, count:
     return list(found)
 
 
+def by_resolution(scored: list[tuple[str, float]]) -> str:
+    """Median test accuracy and count of architectures per input resolution: what the budget favours."""
+    groups: dict[int, list[float]] = {}
+    for arch, accuracy in scored:
+        groups.setdefault(Arch.parse(arch).input_size, []).append(accuracy)
+    return ", ".join(f"{r} px median {statistics.median(v):.4f} (n={len(v)})" for r, v in sorted(groups.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished run directory (summary.json, evolution.json)")
@@ -81,6 +93,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--seed", type=int, default=0, help="data subsets and member draws")
+    parser.add_argument("--nas", choices=("run", "default"), default="run",
+                        help="the search in both spaces: the run's settings, or the project's default estimator and "
+                             "derivation (for a run evolved with another, e.g. arch_gradient hybrid)")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -98,6 +113,9 @@ def main() -> None:
                                                      for k, s in spaces.items()), flush=True)
     base = replace(search_settings(config), epochs=args.search_epochs, batch_size=args.batch,
                    derive_window=args.match, evidence_samples=0)
+    if args.nas == "default":
+        base = replace(base, **{name: getattr(SearchSettings, name) for name in DEFAULT_NAS_FIELDS})
+    print("NAS: " + ", ".join(f"{name}={getattr(base, name)}" for name in DEFAULT_NAS_FIELDS), flush=True)
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     jobs = [(space.to_dict(), replace(base, seed=seed)) for space in spaces.values()
@@ -140,6 +158,8 @@ def main() -> None:
     gap_se = (bootstrap_median_se(errors["learned"]) ** 2 + bootstrap_median_se(errors["template"]) ** 2) ** 0.5
     print(f"median error lower in the learned space by {100 * gap:+.2f} points ({gap / gap_se:+.2f} s.e.); "
           f"Mann-Whitney U={test.statistic:.0f}, one-sided p={test.pvalue:.3f}")
+    print("by input resolution (both spaces' members): " + by_resolution(
+        [(arch, 1 - error) for name, found in members.items() for arch, error in zip(found, errors[name])]))
     print(f"wall {time.perf_counter() - start:.0f}s")
 
 

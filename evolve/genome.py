@@ -5,6 +5,12 @@ the space (each stage's width candidates and minimum depth, the input
 resolutions) is its genome here. Every operator keeps the space valid and keeps
 the reference architecture representable: its widths, depths and resolution are
 never removed.
+
+The resolution gene can follow a fitness (``mutate_genome``'s ``resolution_fitness``:
+how much more probable than uniform the searches learned each resolution to be):
+it then drops the least fit resolution (only one less fit than uniform) and adds
+a neighbour of the fittest, the way cells are replaced by mutants of the best,
+instead of a random one.
 """
 
 from __future__ import annotations
@@ -72,8 +78,10 @@ def _mutate_widths(stage: StageSpace, keep: int, rng: random.Random) -> StageSpa
     return replace(stage, widths=tuple(sorted(widths)))
 
 
-def mutate_genome(space: SearchSpace, reference: Reference, max_resolution: int, rng: random.Random) -> SearchSpace:
-    """One random change: a stage's widths (add/drop), its minimum depth (+-1), or the resolution set."""
+def mutate_genome(space: SearchSpace, reference: Reference, max_resolution: int, rng: random.Random,
+                  resolution_fitness: dict[int, float] | None = None) -> SearchSpace:
+    """One random change: a stage's widths (add/drop), its minimum depth (+-1), or the resolution set
+    (guided by ``resolution_fitness`` when given: module docstring)."""
     what = rng.choice(("widths", "depth", "resolution"))
     stages = list(space.stages)
     s = rng.randrange(len(stages))
@@ -84,15 +92,29 @@ def mutate_genome(space: SearchSpace, reference: Reference, max_resolution: int,
         if allowed:
             stages[s] = replace(stages[s], min_depth=rng.choice(allowed))
     else:
-        resolutions = set(space.resolutions)
-        removable = [r for r in resolutions if r != reference.resolution]
-        addable = [r for r in range(WIDTH_STEP * 2, max_resolution + 1, WIDTH_STEP) if r not in resolutions]
-        if removable and (not addable or rng.random() < 0.5):
-            resolutions.remove(rng.choice(removable))
-        elif addable:
-            resolutions.add(rng.choice(addable))
-        space = replace(space, resolutions=tuple(sorted(resolutions)))
+        space = replace(space, resolutions=_mutate_resolutions(space.resolutions, reference.resolution,
+                                                               max_resolution, rng, resolution_fitness))
     return replace(space, stages=tuple(stages))
+
+
+def _mutate_resolutions(present: tuple[int, ...], keep: int, max_resolution: int, rng: random.Random,
+                        fitness: dict[int, float] | None) -> tuple[int, ...]:
+    """Drop one resolution (never ``keep``) or add one; with ``fitness``, only a resolution less fit than
+    uniform (< 0; unknown ones count as 0) may go, the least fit first, and only a neighbour of the
+    fittest may come."""
+    resolutions = set(present)
+    removable = [r for r in resolutions if r != keep]
+    addable = [r for r in range(WIDTH_STEP * 2, max_resolution + 1, WIDTH_STEP) if r not in resolutions]
+    if fitness is not None:
+        removable = [r for r in removable if fitness.get(r, 0.0) < 0]
+        fittest = max(resolutions, key=lambda r: fitness.get(r, 0.0))
+        addable = [r for r in (fittest - WIDTH_STEP, fittest + WIDTH_STEP) if r in addable]
+    if removable and (not addable or rng.random() < 0.5):
+        resolutions.remove(rng.choice(removable) if fitness is None
+                           else min(removable, key=lambda r: fitness.get(r, 0.0)))
+    elif addable:
+        resolutions.add(rng.choice(addable))
+    return tuple(sorted(resolutions))
 
 
 def crossover(a: SearchSpace, b: SearchSpace, rng: random.Random) -> SearchSpace:

@@ -70,6 +70,9 @@ class EvolutionSettings:
     metric: str = "madds"
     target: float = 5e6
     reward_exponent: float = -0.07
+    # whether the searches' learned P(resolution) carries their accuracy (arch_gradient hybrid or reinforce;
+    # with straight-through gates only the cost term moves it): only then is it the resolutions' fitness
+    search_learns_resolution: bool = False
 
     def __post_init__(self) -> None:
         if self.population_per_layer > VOCABULARY_SIZE:
@@ -102,6 +105,9 @@ class Evolution:
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: Any = None
     elapsed_seconds: float = 0.0
+    # per input resolution (str keys, as JSON has them): moving average of n * P(resolution) - 1 over the
+    # searches that offered it, n the resolutions on offer; 0 = as probable as uniform, -1 = never drawn
+    resolution_fitness: dict[str, float] = field(default_factory=dict)
 
     # ---- creation and persistence --------------------------------------------------------
     @classmethod
@@ -131,7 +137,8 @@ class Evolution:
                 "settings": asdict(self.settings),
                 "populations": [[[asdict(c) for c in layer] for layer in stage] for stage in self.populations],
                 "generation": self.generation, "elite": self.elite, "history": self.history,
-                "rng_state": self.rng_state, "elapsed_seconds": self.elapsed_seconds}
+                "rng_state": self.rng_state, "elapsed_seconds": self.elapsed_seconds,
+                "resolution_fitness": self.resolution_fitness}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evolution:
@@ -143,7 +150,8 @@ class Evolution:
                    settings=EvolutionSettings(**data["settings"]),
                    populations=[[[CellRecord(**c) for c in layer] for layer in stage] for stage in data["populations"]],
                    generation=data["generation"], elite=data["elite"], history=data["history"],
-                   rng_state=data["rng_state"], elapsed_seconds=data["elapsed_seconds"])
+                   rng_state=data["rng_state"], elapsed_seconds=data["elapsed_seconds"],
+                   resolution_fitness=data.get("resolution_fitness", {}))
 
     def save(self, path: Path) -> None:
         """Atomic JSON write: a crash leaves the previous generation's state intact."""
@@ -203,11 +211,32 @@ class Evolution:
         for _ in range(self.settings.spaces_per_generation - len(rescored)):
             base = parents[0] if len(parents) == 1 else crossover(*rng.sample(parents, 2), rng)
             if rng.random() < 0.5:
-                base = mutate_genome(base, self.reference, max_resolution, rng)
+                base = mutate_genome(base, self.reference, max_resolution, rng, self._resolution_fitness())
             stages = tuple(replace(stage, layers=tuple(self._cells_for(s, i, rng) for i in range(len(stage.layers))))
                            for s, stage in enumerate(base.stages))
             spaces.append(self.reference.include(replace(base, stages=stages, name=f"g{self.generation}")))
         return rescored + spaces
+
+    def _resolution_fitness(self) -> dict[int, float] | None:
+        """The resolutions' fitness where the searches learn it (settings), else None: the gene mutates at random."""
+        if not self.settings.search_learns_resolution:
+            return None
+        return {int(r): value for r, value in self.resolution_fitness.items()}
+
+    def _update_resolution_fitness(self, spaces: list[SearchSpace], results: Sequence[SearchResult | None]) -> None:
+        """Fold each search's learned P(resolution), relative to uniform, into the resolutions' fitness."""
+        evidence: dict[str, list[float]] = {}
+        for space, result in zip(spaces, results):
+            learned = None if result is None else result.probabilities.get("resolution")
+            if learned is None or len(space.resolutions) < 2:
+                continue
+            for r, p in zip(space.resolutions, learned):
+                evidence.setdefault(str(r), []).append(len(learned) * p - 1)
+        for r, values in evidence.items():
+            value = sum(values) / len(values)
+            self.resolution_fitness[r] = moving_average(self.resolution_fitness.get(r, 0.0), value,
+                                                        self.settings.fitness_momentum,
+                                                        first=r not in self.resolution_fitness)
 
     def cell_logits(self, space: SearchSpace) -> list[list[list[float]]]:
         """Op logits for a search of ``space`` that start from the cells' fitness (``skip``: 0)."""
@@ -242,6 +271,8 @@ class Evolution:
                     record.fitness = moving_average(record.fitness, value, s.fitness_momentum,
                                                     first=record.evaluations == 0)
                     record.evaluations += 1
+        if s.search_learns_resolution:
+            self._update_resolution_fitness(spaces, results)
         scored_fitness = [[{r.cell: r.fitness if r.evaluations else None for r in layer} for layer in stage]
                           for stage in self.populations]
         rng = self._rng()
@@ -264,6 +295,7 @@ class Evolution:
                         **(result.derived() if result else dict.fromkeys(DERIVED_FIELDS))}
                        for i, (space, score, result) in enumerate(zip(spaces, scores, results))],
             "layers": changes,
+            "resolution_fitness": dict(self.resolution_fitness),
             # the elite's best so far; the key predates the registry's `champion` alias and stays for old runs
             "champion": self.elite[0]["result"]["arch"] if self.elite else None,
             "champion_reward": self.elite[0]["reward"] if self.elite else None,
@@ -317,8 +349,17 @@ class Evolution:
 
     # ---- result -----------------------------------------------------------------------------
     def learned_space(self) -> SearchSpace:
-        """The top-K cells per layer (by fitness) on the best space's genome: the space AutoSpace learned."""
+        """The top-K cells per layer (by fitness) on the best space's genome: the space AutoSpace learned.
+
+        Where the searches learn the resolution, the genome keeps only the resolutions at least as
+        fit as uniform (the fittest one always, and the reference's).
+        """
         base = SearchSpace.from_dict(self.elite[0]["space"]) if self.elite else self.template
+        fitness = self._resolution_fitness()
+        if fitness:
+            fittest = max(base.resolutions, key=lambda r: fitness.get(r, 0.0))
+            base = replace(base, resolutions=tuple(r for r in base.resolutions
+                                                   if r == fittest or fitness.get(r, 0.0) >= 0))
         stages = tuple(
             replace(stage, layers=tuple(
                 tuple(r.cell for r in sorted(self.populations[s][i], key=lambda r: -r.fitness)

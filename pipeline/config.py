@@ -152,7 +152,7 @@ class _EvolutionRules(_Section):
 
 EvolutionConfig = _section_of(
     EvolutionSettings, "The AutoSpace outer loop over candidate search spaces (evolve.loop.EvolutionSettings).",
-    _EvolutionRules, omit=("metric", "target", "reward_exponent"),
+    _EvolutionRules, omit=("metric", "target", "reward_exponent", "search_learns_resolution"),
     generations=dict(ge=1),
     spaces_per_generation=dict(ge=1, description="candidate spaces sampled per generation (Tune trials)"),
     population_per_layer=dict(ge=2, le=VOCABULARY_SIZE, description="cells kept in each layer's population; at "

@@ -72,7 +72,7 @@ from spaces.arch import Arch
 from spaces.budget import COST_FIELDS
 from spaces.errors import UserError
 from spaces.reference import reference_arch
-from spaces.search import SearchResult
+from spaces.search import RESOLUTION_LEARNING_GRADIENTS, SearchResult
 from spaces.space import SearchSpace
 
 __all__ = ["DeployStage", "EvolutionRunner", "check_new_run", "check_searches", "evolution_settings", "run_pipeline"]
@@ -91,7 +91,8 @@ class DeployStage(Protocol):
 
 def evolution_settings(config: Config) -> EvolutionSettings:
     return EvolutionSettings(**config.evolution.model_dump(), metric=config.budget.metric,
-                             target=config.budget.target, reward_exponent=config.budget.reward_exponent)
+                             target=config.budget.target, reward_exponent=config.budget.reward_exponent,
+                             search_learns_resolution=config.search.arch_gradient in RESOLUTION_LEARNING_GRADIENTS)
 
 
 def _reference(config: Config, space: SearchSpace) -> Arch:

@@ -65,15 +65,17 @@ from spaces.supernet import ArchChoice, DenseNASSupernet, DMaskingSupernet, Spac
 from spaces.training import (average_buffers, average_gradients, cycle, rank_mean, steps_per_epoch, train_epoch,
                              world)
 
-__all__ = ["ARCH_GRADIENTS", "DERIVED_FIELDS", "CheckpointError", "SearchData", "SearchSettings", "SearchResult",
-           "WarmStart", "choice_entropy", "cost_aware_loss", "read_checkpoint", "score_function", "score_term",
-           "search"]
+__all__ = ["ARCH_GRADIENTS", "RESOLUTION_LEARNING_GRADIENTS", "DERIVED_FIELDS", "CheckpointError", "SearchData",
+           "SearchSettings", "SearchResult", "WarmStart", "choice_entropy", "cost_aware_loss", "read_checkpoint",
+           "score_function", "score_term", "search"]
 
 CHECKPOINT_FORMAT = "autospace-search-checkpoint/1"
 REINFORCE_MOMENTUM = 0.9
 """Weight of the old value in the moving-average baseline of :func:`score_function`."""
 ArchGradient = Literal["straight_through", "reinforce", "hybrid"]
 ARCH_GRADIENTS: tuple[ArchGradient, ...] = get_args(ArchGradient)
+# the estimators through which the accuracy reaches the resolution's logits (the gates' never does: BN undoes it)
+RESOLUTION_LEARNING_GRADIENTS: tuple[ArchGradient, ...] = ("reinforce", "hybrid")
 DERIVED_FIELDS = ("arch", "val_accuracy", "madds", "params", "predicted_latency_ms")
 """The keys of :meth:`SearchResult.derived`, in order (a failed search's record has them all None)."""
 

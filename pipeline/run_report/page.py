@@ -69,9 +69,18 @@ def _rewards(records: RunRecords) -> str:
         return _missing("No generation has finished yet.")
     rows = [[str(h["generation"]), _with_se(h["best_reward"], h.get("best_reward_se")), _f(h["mean_reward"]),
              str(len(h["spaces"])), str(h["failed_spaces"]), _madds_span(h["spaces"]),
+             _resolution_fitness(h.get("resolution_fitness")),
              arch_id(h["champion"]) if h.get("champion") else "-"] for h in history]
     return (reward_svg(history) + _table(["generation", "best reward ± s.e.", "mean reward", "spaces", "failed",
-                                          "MAdds spanned (5–95%)", "best arch so far"], rows))
+                                          "MAdds spanned (5–95%)", "resolution fitness (n·P − 1)",
+                                          "best arch so far"], rows))
+
+
+def _resolution_fitness(fitness: dict[str, float] | None) -> str:
+    """Each input resolution's fitness after the generation (learned P relative to uniform; evolve.loop)."""
+    if not fitness:
+        return "-"
+    return ", ".join(f"{r} px {v:+.2f}" for r, v in sorted(fitness.items(), key=lambda item: int(item[0])))
 
 
 def _with_se(value: float | None, se: float | None) -> str:

@@ -71,6 +71,19 @@ def test_genome_operators_keep_spaces_valid_and_the_reference_inside() -> None:
         assert crossover(space, other, rng).contains(REFERENCE)
 
 
+def test_a_resolution_gene_with_fitness_drops_the_least_fit_and_adds_next_to_the_fittest() -> None:
+    reference = Reference.locate(REFERENCE, default_space())  # 28 px: never dropped
+    seen = set()
+    for seed in range(200):
+        rng = random.Random(seed)
+        four = replace(default_space(), resolutions=(16, 20, 24, 28))
+        fitness = {16: -0.9, 20: 0.5, 24: -0.2, 28: -0.3}  # both neighbours of 20 present: only a drop is left
+        seen.add(mutate_genome(four, reference, 28, rng, fitness).resolutions)
+        two = replace(default_space(), resolutions=(20, 28))
+        seen.add(mutate_genome(two, reference, 28, rng, {20: 0.6, 28: -0.6}).resolutions)  # 20 is fit: it stays
+    assert seen == {(16, 20, 24, 28), (20, 24, 28), (20, 28), (16, 20, 28)}  # unchanged, dropped 16, added 24 or 16
+
+
 def test_reference_that_does_not_fit_is_explained() -> None:
     too_deep = REFERENCE.encode().replace("ir_r2_k3_s2_e3_c24_relu6", "ir_r4_k3_s2_e3_c24_relu6")
     from spaces.arch import Arch
@@ -182,6 +195,33 @@ def test_mutants_start_from_a_prior_shrunk_from_their_parent_and_logits_follow_f
             for cell, logit in zip(stage.choices(i), logits):
                 expected = 0.0 if cell == "skip" else fitness.get((s, i, cell), 0.0) / EFFECT_PER_LOGIT
                 assert logit == pytest.approx(max(-MAX_PRIOR_LOGIT, min(MAX_PRIOR_LOGIT, expected)))
+
+
+def learn_24_px(spaces: list[SearchSpace]) -> list[SearchResult | None]:
+    """``favour_kernel_5``'s results, with searches that learned to prefer 24 px (P 0.7 where offered)."""
+    def learned(space: SearchSpace) -> list[float]:
+        n = len(space.resolutions)
+        if 24 not in space.resolutions:
+            return [1 / n] * n
+        return [0.7 if r == 24 else 0.3 / (n - 1) for r in space.resolutions]
+    return [replace(result, probabilities={"resolution": learned(space)})
+            for space, result in zip(spaces, favour_kernel_5(spaces))]
+
+
+@pytest.mark.parametrize("learns", [True, False])
+def test_the_resolutions_fitness_is_what_the_searches_learned_and_prunes_the_learned_space(learns: bool) -> None:
+    settings = replace(SETTINGS, search_learns_resolution=learns)
+    evo = Evolution.start(default_space(), REFERENCE, settings)  # 20, 24, 28 px; the reference at 28
+    evo.run(learn_24_px)
+    assert Evolution.from_dict(json.loads(json.dumps(evo.to_dict()))).to_dict() == evo.to_dict()
+    if not learns:  # straight-through gates: P(resolution) is the cost term's, not evidence
+        assert evo.resolution_fitness == {} and evo.history[-1]["resolution_fitness"] == {}
+        assert evo.learned_space().resolutions == SearchSpace.from_dict(evo.elite[0]["space"]).resolutions
+        return
+    fitness = evo.resolution_fitness
+    assert fitness["24"] == pytest.approx(3 * 0.7 - 1) and all(v < 0 for r, v in fitness.items() if r != "24")
+    assert evo.history[-1]["resolution_fitness"] == fitness
+    assert evo.learned_space().resolutions == (24, 28)  # 20 px goes; 28 px is the reference's
 
 
 def test_failed_spaces_do_not_update_fitness_or_crash() -> None:

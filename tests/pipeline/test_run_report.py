@@ -142,6 +142,18 @@ def test_a_run_in_progress_gets_a_report_that_says_what_is_missing(run_dir: Path
     assert arch_id(state["history"][0]["champion"]) in text  # the best so far, drawn before the run ends
 
 
+def test_the_rewards_table_shows_the_resolutions_fitness_where_the_searches_learned_it(run_dir: Path) -> None:
+    state = json.loads((run_dir / "evolution.json").read_text())
+    state["history"][1]["resolution_fitness"] = {"24": 0.71, "20": -0.43}  # the fixture's run predates it
+    (run_dir / "evolution.json").write_text(json.dumps(state))
+    text = write_report(run_dir).read_text()
+    table = text.split("resolution fitness (n·P − 1)")[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td>(\d)</td>(.*?)</tr>", table)
+    cells = {g: re.findall(r"<td>(.*?)</td>", rest) for g, rest in rows}
+    assert "20 px -0.43, 24 px +0.71" in cells["1"] and "-" in cells["0"]
+    assert not any("px" in c for c in cells["0"] + cells["2"])
+
+
 def test_a_run_with_no_generation_yet(run_dir: Path) -> None:
     for name in ("summary.json", "deploy.json", "evolution.json", "status.json"):
         (run_dir / name).unlink()
