@@ -69,6 +69,19 @@ def cost_matched_members(space: SearchSpace, target: float, match: float, count:
     return list(found)
 
 
+def compare(label: str, per_space: dict[str, list[float]]) -> str:
+    """Learned vs template: means, their standard errors and the difference in s.e. of the difference."""
+    if min(len(v) for v in per_space.values()) < 2:
+        return f"{label}: too few to compare ({', '.join(f'{k} n={len(v)}' for k, v in per_space.items())})"
+    means = {name: statistics.fmean(v) for name, v in per_space.items()}
+    errors = {name: se(v) for name, v in per_space.items()}
+    diff = means["learned"] - means["template"]
+    se_diff = (errors["learned"] ** 2 + errors["template"] ** 2) ** 0.5
+    return (f"{label}: learned {means['learned']:.4f} (s.e. {errors['learned']:.4f}, n={len(per_space['learned'])}) "
+            f"vs template {means['template']:.4f} (s.e. {errors['template']:.4f}, n={len(per_space['template'])}): "
+            f"{100 * diff:+.2f} points = {diff / se_diff:+.2f} s.e. of the difference")
+
+
 def by_resolution(scored: list[tuple[str, float]]) -> str:
     """Median test accuracy and count of architectures per input resolution: what the budget favours."""
     groups: dict[int, list[float]] = {}
@@ -134,19 +147,22 @@ def main() -> None:
     pool.shutdown()
 
     print(f"\n1. same NAS, two spaces ({args.search_seeds} search seeds x {args.retrain_seeds} retrainings each)")
-    print(f"{'space':<9} {'seed':>4} {'MAdds':>11} {'params':>9} {'test acc':>9}  arch")
+    print(f"{'space':<9} {'seed':>4} {'MAdds':>11}  {'params':>9} {'test acc':>9}  arch")
     per_space: dict[str, list[float]] = {name: [] for name in spaces}
+    matched: dict[str, list[float]] = {name: [] for name in spaces}
     for s in searches:
         accuracy = statistics.fmean(scores[(s["arch"], seed)] for seed in range(args.retrain_seeds))
         per_space[s["space"]].append(accuracy)
         cost = arch_cost(Arch.parse(s["arch"]))
-        print(f"{s['space']:<9} {s['seed']:>4} {cost.madds:>11,} {cost.params:>9,} {accuracy:>9.4f}  {s['arch']}")
-    means = {name: statistics.fmean(v) for name, v in per_space.items()}
-    se_diff = (se(per_space["learned"]) ** 2 + se(per_space["template"]) ** 2) ** 0.5
-    diff = means["learned"] - means["template"]
-    print(f"learned {means['learned']:.4f} (s.e. {se(per_space['learned']):.4f}) vs template "
-          f"{means['template']:.4f} (s.e. {se(per_space['template']):.4f}): {100 * diff:+.2f} points = "
-          f"{diff / se_diff:+.2f} s.e. of the difference")
+        inside = (1 - args.match) * target <= cost.madds <= target
+        if inside:
+            matched[s["space"]].append(accuracy)
+        print(f"{s['space']:<9} {s['seed']:>4} {cost.madds:>11,}{' ' if inside else '*'} {cost.params:>9,} "
+              f"{accuracy:>9.4f}  {s['arch']}")
+    print(compare("all searches", per_space))
+    if matched != per_space:  # a search whose derivation found nothing in the window is not cost-matched
+        print(f"* outside the cost window [{1 - args.match:.2f} T, T]; without them:")
+        print(compare("cost-matched searches", matched))
 
     print(f"\n2. random cost-matched members ({args.match:.0%} below the target), one training each")
     errors = {name: [1 - scores[(arch, 0)] for arch in found] for name, found in members.items()}

@@ -13,6 +13,12 @@ its scores. Then the worst cells of every layer are replaced by mutants of the
 best, each starting from a prior shrunk from its parent's fitness (and, in the
 pipeline's weight pool, from its parent's weights: the report's ``parents``).
 
+Where the searches learn the input resolution from their accuracy
+(``EvolutionSettings.search_learns_resolution``), each search's learned
+P(resolution) is the resolutions' evidence too, as the paper scores cells by
+their α: it guides the genome's resolution mutation and prunes the learned
+space's resolutions (``docs/evolution.md``).
+
 Continuity (what a generation learned carries into the next) is the
 evaluator's side: :meth:`Evolution.cell_logits` gives each space's searches op
 logits that start from the cells' fitness, and the pipeline keeps a pool of

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pipeline.config import Config, ConfigError, apply_overrides, load_config
+from pipeline.evolution_run import evolution_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +48,17 @@ def test_overrides_are_parsed_as_yaml_and_validated() -> None:
     config = load_config(None, ["search.epochs=7", "budget.metric=params", "data.train_limit=null"])
     assert config.search.epochs == 7 and config.budget.metric == "params" and config.data.train_limit is None
     assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
+
+
+@pytest.mark.parametrize("gradient, learns", [("straight_through", False), ("hybrid", True), ("reinforce", True)])
+def test_the_evolution_uses_the_learned_resolution_only_where_the_accuracy_reaches_it(gradient: str,
+                                                                                       learns: bool) -> None:
+    config = load_config(None, [f"search.arch_gradient={gradient}", "evolution.generations=2", "budget.target=2e6"])
+    settings = evolution_settings(config)
+    assert settings.search_learns_resolution is learns
+    assert settings.generations == 2 and settings.target == 2e6
+    with pytest.raises(ConfigError, match="search_learns_resolution: unknown field"):  # derived, not configured
+        load_config(None, ["evolution.search_learns_resolution=true"])
 
 
 @pytest.mark.parametrize("override, expected", [
