@@ -9,6 +9,10 @@ than its neighbours". A cell never evaluated has an explicit prior: 0 for the
 first population, and for a mutant its parent's fitness shrunk by
 ``MUTANT_PRIOR_SHRINK`` (a mutant resembles its parent, but only partly).
 
+Resolution evidence (used only where the searches learn the resolution from
+their accuracy, ``evolve.loop``): a search's learned P(resolution) relative to
+uniform, averaged over a generation like cell evidence.
+
 Space reward (MnasNet): ``acc * (cost / target) ** w`` with ``w < 0`` above the
 target and 0 below it, averaged over the architectures the search drew from its
 learned distribution and ranked (the derivation's candidates, all within the
@@ -22,14 +26,16 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TypeVar
 
 from spaces.search import SearchResult
 from spaces.space import SKIP, SearchSpace
 
 __all__ = ["MUTANT_PRIOR_SHRINK", "SpaceScore", "average_evidence", "cell_evidence", "moving_average",
-           "space_reward", "space_score"]
+           "resolution_evidence", "space_reward", "space_score"]
 
 MUTANT_PRIOR_SHRINK = 0.5
+Key = TypeVar("Key", tuple[int, int, str], str)
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,19 @@ def cell_evidence(space: SearchSpace, result: SearchResult) -> dict[tuple[int, i
     return evidence
 
 
-def average_evidence(items: list[dict[tuple[int, int, str], float]]) -> dict[tuple[int, int, str], float]:
-    """Mean evidence of each cell over the spaces of one generation that offered it."""
-    sums: dict[tuple[int, int, str], list[float]] = defaultdict(list)
+def resolution_evidence(space: SearchSpace, result: SearchResult) -> dict[str, float]:
+    """Evidence per input resolution (str keys, as JSON has them) from one search's learned P(resolution):
+    ``n * P - 1`` for the ``n`` on offer (0 = as probable as uniform); none from a space with one resolution."""
+    learned = result.probabilities.get("resolution")
+    if learned is None or len(space.resolutions) < 2:
+        return {}
+    return {str(r): len(learned) * p - 1 for r, p in zip(space.resolutions, learned)}
+
+
+def average_evidence(items: list[dict[Key, float]]) -> dict[Key, float]:
+    """Mean evidence of each key (a cell at its place, a resolution) over the spaces of one generation that
+    offered it."""
+    sums: dict[Key, list[float]] = defaultdict(list)
     for evidence in items:
         for key, value in evidence.items():
             sums[key].append(value)

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evolve.cells import VOCABULARY_SIZE, mutate_cell, random_cell
-from evolve.fitness import (MUTANT_PRIOR_SHRINK, average_evidence, cell_evidence, moving_average, space_reward,
-                            space_score)
+from evolve.fitness import (MUTANT_PRIOR_SHRINK, average_evidence, cell_evidence, moving_average,
+                            resolution_evidence, space_reward, space_score)
 from evolve.genome import Reference, crossover, mutate_genome
 from spaces.arch import Arch
 from spaces.atomic import write_text_atomically
@@ -230,16 +230,10 @@ class Evolution:
         return {int(r): value for r, value in self.resolution_fitness.items()}
 
     def _update_resolution_fitness(self, spaces: list[SearchSpace], results: Sequence[SearchResult | None]) -> None:
-        """Fold each search's learned P(resolution), relative to uniform, into the resolutions' fitness."""
-        evidence: dict[str, list[float]] = {}
-        for space, result in zip(spaces, results):
-            learned = None if result is None else result.probabilities.get("resolution")
-            if learned is None or len(space.resolutions) < 2:
-                continue
-            for r, p in zip(space.resolutions, learned):
-                evidence.setdefault(str(r), []).append(len(learned) * p - 1)
-        for r, values in evidence.items():
-            value = sum(values) / len(values)
+        """Fold the generation's learned P(resolution), relative to uniform, into the resolutions' fitness."""
+        evidence = average_evidence([resolution_evidence(space, r) for space, r in zip(spaces, results)
+                                     if r is not None])
+        for r, value in evidence.items():
             self.resolution_fitness[r] = moving_average(self.resolution_fitness.get(r, 0.0), value,
                                                         self.settings.fitness_momentum,
                                                         first=r not in self.resolution_fitness)
