@@ -44,7 +44,8 @@ from spaces.search import SearchData, SearchSettings, search
 from spaces.space import SearchSpace
 
 
-DEFAULT_NAS_FIELDS = ("arch_gradient", "derive_proxy", "derive_proxy_steps", "derive_keep_resolution")
+DEFAULT_NAS_FIELDS = ("arch_gradient", "derive_proxy", "derive_proxy_steps", "derive_keep_resolution",
+                      "weight_resolution")
 
 
 def run_search(job: tuple[dict, SearchSettings]) -> dict:

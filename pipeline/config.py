@@ -135,6 +135,9 @@ SearchConfig = _section_of(
     derive_proxy_steps=dict(ge=1, description="training steps of the few_shot and scratch proxies"),
     derive_keep_resolution=dict(description="rank only candidates at the most probable architecture's input "
                                 "resolution (the trained proxies cannot see the resolution)"),
+    weight_resolution=dict(description="learned: weight steps train at resolutions drawn from the logits; "
+                           "uniform: drawn uniformly, so the resolution's score function compares resolutions "
+                           "trained alike (no rich-get-richer collapse)"),
     # the search alone needs no evidence (0); the evolution's cell fitness does, so the pipeline asks for it
     evidence_samples=dict(default=32, ge=1, description="uniform members within budget whose inherited accuracy "
                           "gives each cell's accuracy effect (the evolution's cell fitness)"),

@@ -123,25 +123,32 @@ def derive_on_budget(net: Supernet, metric: str, target: float, x_train: torch.T
     :func:`inherited_accuracy`, or :func:`tuned_accuracy` after ``tuning`` from the
     inherited weights (``few_shot``) or from a fresh initialisation (``scratch``);
     with ``keep_resolution`` only those at the most probable choice's resolution
-    (all that fit, if none does there). ``ranked=0`` returns the most probable choice unscored.
+    (all that fit, if none does there). When no draw lands in the window below the
+    target, as many again are drawn at uniformly drawn resolutions before settling for
+    any draw under it. ``ranked=0`` returns the most probable choice unscored.
     """
     most_probable = net.derive()
     if ranked == 0:
         return most_probable, []
     generator = torch.Generator().manual_seed(seed)
     seen: dict[str, Candidate] = {}
-    with torch.no_grad():
-        draws = [most_probable, *(net.sample_path(1.0, generator, gates=False).choice for _ in range(samples))]
-    for choice in draws:
-        arch = net.arch(choice)
-        key = arch.encode()
-        if key not in seen:
-            seen[key] = Candidate(choice, key, budget_cost(arch, metric, table))
-    pool = list(seen.values())
-    fitting = ([c for c in pool if (1 - window) * target <= c.cost <= target]
-               or [c for c in pool if c.cost <= target])
+
+    def draw(uniform_resolution: bool) -> list[Candidate]:
+        with torch.no_grad():
+            choices = [net.sample_path(1.0, generator, gates=False, uniform_resolution=uniform_resolution).choice
+                       for _ in range(samples)]
+        for choice in choices if uniform_resolution else [most_probable, *choices]:
+            arch = net.arch(choice)
+            key = arch.encode()
+            if key not in seen:
+                seen[key] = Candidate(choice, key, budget_cost(arch, metric, table))
+        return [c for c in seen.values() if (1 - window) * target <= c.cost <= target]
+
+    # a distribution collapsed on a resolution where its widths all fall below the window: the same
+    # cells and widths at the other resolutions reach it (rather than a child at a fraction of the budget)
+    fitting = draw(False) or draw(True) or [c for c in seen.values() if c.cost <= target]
     if not fitting:
-        return min(pool, key=lambda c: c.cost).choice, []
+        return min(seen.values(), key=lambda c: c.cost).choice, []
     if keep_resolution:
         fitting = [c for c in fitting if c.choice.resolution == most_probable.resolution] or fitting
     scored = [_scored(net, c, x_train, y_train, x_val, y_val, proxy, tuning) for c in fitting[:ranked]]

@@ -24,6 +24,12 @@ variant), which reaches every choice and costs no backward pass through the net.
 ``"hybrid"`` keeps the gates for the cells and widths and adds the score
 function for the resolution alone, the one choice of every path whose gate
 BatchNorm always undoes (same baseline).
+The weight steps train the paths drawn from the logits; ``weight_resolution=
+"uniform"`` draws their resolution uniformly instead, so that a score function
+on the resolution compares resolutions whose weights trained alike: drawn from
+the logits, the resolution ahead trains more, scores better and gains more
+(a search's P(resolution) collapses within a few epochs on whichever led early,
+and a weight pool trained at one resolution votes for it again; docs/search.md).
 ``sampling="relaxed"`` runs the whole Gumbel-softmax mixture instead (FBNetV2
 masking at the max width and resolution), several times a child's cost. The
 temperature decays exponentially per step.
@@ -115,6 +121,7 @@ class SearchSettings:
     derive_proxy: Proxy = "inherited"
     derive_proxy_steps: int = 50
     derive_keep_resolution: bool = False
+    weight_resolution: Literal["learned", "uniform"] = "learned"
     evidence_samples: int = 0
 
     def __post_init__(self) -> None:
@@ -125,6 +132,9 @@ class SearchSettings:
             raise ValueError("derive_ranked, derive_samples, derive_proxy_steps and evidence_samples must be >= 0")
         if self.derive_proxy not in PROXIES:
             raise ValueError(f"derive_proxy={self.derive_proxy!r} is not one of {', '.join(PROXIES)}")
+        if self.weight_resolution == "uniform" and self.sampling != "single_path":
+            raise ValueError("weight_resolution='uniform' draws the weight steps' paths and needs "
+                             "sampling='single_path'")
         if self.arch_gradient != "straight_through" and self.sampling != "single_path":
             raise ValueError(f"arch_gradient={self.arch_gradient!r} scores sampled paths and needs "
                              "sampling='single_path'")
@@ -376,9 +386,9 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
         return temperature(step / max(settings.epochs * epoch_steps - 1, 1), settings.tau_start,
                            settings.tau_end)
 
-    def draw(gates: bool) -> object:
+    def draw(gates: bool, uniform_resolution: bool = False) -> object:
         if settings.sampling == "single_path":
-            return net.sample_path(tau(), gumbel, gates=gates)
+            return net.sample_path(tau(), gumbel, gates=gates, uniform_resolution=uniform_resolution)
         return net.sample(tau(), gumbel)
 
     for epoch in range(first_epoch, settings.epochs):
@@ -415,7 +425,7 @@ def search(space: SearchSpace, data: SearchData, settings: SearchSettings, *,
             arch_losses.append(loss.item())
 
         def weights_forward(xb: torch.Tensor) -> torch.Tensor:
-            return net(xb, draw(gates=False))
+            return net(xb, draw(gates=False, uniform_resolution=settings.weight_resolution == "uniform"))
 
         def after_weight_step() -> None:
             nonlocal step

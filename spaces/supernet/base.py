@@ -183,11 +183,16 @@ class Supernet(nn.Module, ABC):
         return ops + self._widths_log_probability(choice.widths) + \
             torch.log_softmax(self.resolution_logits, 0)[choice.resolution]
 
-    def sample_path(self, tau: float, generator: torch.Generator | None = None, gates: bool = True) -> PathSample:
-        """One architecture drawn from the logits' distribution; with ``gates``, differentiable in them."""
+    def sample_path(self, tau: float, generator: torch.Generator | None = None, gates: bool = True,
+                    uniform_resolution: bool = False) -> PathSample:
+        """One architecture drawn from the logits' distribution; with ``gates``, differentiable in them.
+
+        ``uniform_resolution`` draws the resolution uniformly (from the same noise), the rest as learned.
+        """
         ops = [[hard_gumbel(p, tau, generator, gates) for p in stage] for stage in self.stage_op_logits()]
         widths, width_gates = self._sample_widths(tau, generator, gates)
-        resolution, resolution_gate = hard_gumbel(self.resolution_logits, tau, generator, gates)
+        logits = torch.zeros_like(self.resolution_logits) if uniform_resolution else self.resolution_logits
+        resolution, resolution_gate = hard_gumbel(logits, tau, generator, gates)
         choice = ArchChoice(cells=tuple(tuple(i for i, _ in stage) for stage in ops), widths=widths,
                             resolution=resolution)
         return PathSample(choice, [[g for _, g in stage] for stage in ops], width_gates, resolution_gate)

@@ -46,9 +46,23 @@ def test_unreachable_target_gives_the_cheapest_draw_unranked() -> None:
     choice, candidates = derive_on_budget(net, "madds", 1.0, DATA.x_train, DATA.y_train, DATA.x_val, DATA.y_val,
                                           samples=64)
     assert candidates == []
-    generator = torch.Generator().manual_seed(0)
-    draws = [net.derive(), *(net.sample_path(1.0, generator, gates=False).choice for _ in range(64))]
+    generator = torch.Generator().manual_seed(0)  # the learned draws, then as many at uniform resolutions
+    draws = [net.derive(), *(net.sample_path(1.0, generator, gates=False, uniform_resolution=uniform).choice
+                             for uniform in (False, True) for _ in range(64))]
     assert arch_cost(net.arch(choice)).madds == min(arch_cost(net.arch(c)).madds for c in draws)
+
+
+@pytest.mark.parametrize("cls", SUPERNETS, ids=["dmasking", "densenas"])
+def test_a_resolution_collapsed_below_the_window_derives_in_the_window_at_another(cls: type[Supernet]) -> None:
+    net = cls(tiny_space()).eval()
+    with torch.no_grad():  # every learned draw at 8 px, whose members all cost under 280k MAdds
+        net.resolution_logits.copy_(torch.tensor([30.0, -30.0]))
+    target = 4e5
+    choice, candidates = derive_on_budget(net, "madds", target, DATA.x_train, DATA.y_train, DATA.x_val, DATA.y_val,
+                                          ranked=3, keep_resolution=True)
+    assert net.arch(net.derive()).input_size == 8
+    assert 0.9 * target <= arch_cost(net.arch(choice)).madds <= target and net.arch(choice).input_size == 12
+    assert candidates and all(0.9 * target <= c.cost <= target for c in candidates)
 
 
 def test_ranked_zero_is_the_most_probable_architecture() -> None:

@@ -140,10 +140,12 @@ def test_only_the_score_function_gives_the_resolution_an_accuracy_gradient(super
     assert net.resolution_logits.grad.abs().max() > 0.01
 
 
-@pytest.mark.parametrize("estimator", ["reinforce", "hybrid"])
-def test_score_function_searches_learn_within_budget_and_resume_exactly(tmp_path: Path, result,
-                                                                         estimator: str) -> None:
-    settings = SearchSettings(**{**SETTINGS.__dict__, "arch_gradient": estimator})
+@pytest.mark.parametrize("estimator, weight_resolution",
+                         [("reinforce", "learned"), ("hybrid", "learned"), ("hybrid", "uniform")])
+def test_score_function_searches_learn_within_budget_and_resume_exactly(tmp_path: Path, result, estimator: str,
+                                                                         weight_resolution: str) -> None:
+    settings = SearchSettings(**{**SETTINGS.__dict__, "arch_gradient": estimator,
+                                 "weight_resolution": weight_resolution})
     whole = search(tiny_space(), quadrant_data(n_train=256), settings)
     assert whole.cost.madds <= settings.target and whole.val_accuracy > 0.6
     # another estimator of the resolution, another resolution distribution than the gates'
@@ -153,7 +155,24 @@ def test_score_function_searches_learn_within_budget_and_resume_exactly(tmp_path
     assert resumed.arch == whole.arch and resumed.probabilities == whole.probabilities
 
 
-@pytest.mark.parametrize("estimator", ["reinforce", "hybrid"])
-def test_score_function_estimators_need_single_path(estimator: str) -> None:
+@pytest.mark.parametrize("settings", [dict(arch_gradient="reinforce"), dict(arch_gradient="hybrid"),
+                                      dict(weight_resolution="uniform")])
+def test_path_drawing_settings_need_single_path(settings: dict) -> None:
     with pytest.raises(ValueError, match="needs sampling='single_path'"):
-        SearchSettings(arch_gradient=estimator, sampling="relaxed")
+        SearchSettings(**settings, sampling="relaxed")
+
+
+def test_uniform_weight_resolution_draws_every_resolution_from_the_same_noise() -> None:
+    net = SUPERNETS["dmasking"](tiny_space())
+    resolutions = len(net.space.resolutions)
+    with torch.no_grad():  # a collapsed distribution: the learned draw never leaves resolution 0
+        net.resolution_logits.copy_(torch.tensor([30.0] + [-30.0] * (resolutions - 1)))
+
+    def draws(uniform: bool) -> list:
+        generator = torch.Generator().manual_seed(0)
+        return [net.sample_path(1.0, generator, gates=False, uniform_resolution=uniform).choice for _ in range(64)]
+
+    learned, uniform = draws(False), draws(True)
+    assert {c.resolution for c in learned} == {0}
+    assert {c.resolution for c in uniform} == set(range(resolutions))
+    assert [(c.cells, c.widths) for c in uniform] == [(c.cells, c.widths) for c in learned]
