@@ -133,11 +133,13 @@ def derive_on_budget(net: Supernet, metric: str, target: float, x_train: torch.T
     generator = torch.Generator().manual_seed(seed)
     seen: dict[str, Candidate] = {}
 
-    def draw(uniform_resolution: bool) -> list[Candidate]:
+    def drawn(uniform_resolution: bool) -> list[ArchChoice]:
         with torch.no_grad():
-            choices = [net.sample_path(1.0, generator, gates=False, uniform_resolution=uniform_resolution).choice
-                       for _ in range(samples)]
-        for choice in choices if uniform_resolution else [most_probable, *choices]:
+            return [net.sample_path(1.0, generator, gates=False, uniform_resolution=uniform_resolution).choice
+                    for _ in range(samples)]
+
+    def in_window_after(choices: list[ArchChoice]) -> list[Candidate]:
+        for choice in choices:
             arch = net.arch(choice)
             key = arch.encode()
             if key not in seen:
@@ -146,7 +148,8 @@ def derive_on_budget(net: Supernet, metric: str, target: float, x_train: torch.T
 
     # a distribution collapsed on a resolution where its widths all fall below the window: the same
     # cells and widths at the other resolutions reach it (rather than a child at a fraction of the budget)
-    fitting = draw(False) or draw(True) or [c for c in seen.values() if c.cost <= target]
+    fitting = (in_window_after([most_probable, *drawn(False)]) or in_window_after(drawn(True))
+               or [c for c in seen.values() if c.cost <= target])
     if not fitting:
         return min(seen.values(), key=lambda c: c.cost).choice, []
     if keep_resolution:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,9 @@ def test_score_function_searches_learn_within_budget_and_resume_exactly(tmp_path
 
     resumed = _stopped_after_epoch_1_then_resumed(settings, tmp_path / "search.pt", [])
     assert resumed.arch == whole.arch and resumed.probabilities == whole.probabilities
+    if weight_resolution == "uniform":  # the weight steps trained other resolutions than the learned draws'
+        learned = search(tiny_space(), quadrant_data(n_train=256), replace(settings, weight_resolution="learned"))
+        assert whole.probabilities["resolution"] != learned.probabilities["resolution"]
 
 
 @pytest.mark.parametrize("settings", [dict(arch_gradient="reinforce"), dict(arch_gradient="hybrid"),
