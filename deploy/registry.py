@@ -512,6 +512,10 @@ def _promotion_lock(client: MlflowClient, name: str, timeout: float) -> Iterator
                                            description=f"held while a promotion into {name} decides")
             break
         except MlflowException as exc:
+            # RESOURCE_DOES_NOT_EXIST: the store's create, on a name clash, looks the holder's lock up,
+            # and the holder released it in between; try again like any release
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         try:

@@ -24,6 +24,7 @@ from deploy.predict import predict_images
 from deploy.registry import (
     CANDIDATE,
     CHAMPION,
+    LOCK_SUFFIX,
     PromotionDecision,
     RegisteredVersion,
     RegistryError,
@@ -218,6 +219,32 @@ def test_a_logged_decision_is_finished_not_taken_again(exported: dict[str, Path]
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == version.version
     assert client.get_model_version(NAME, version.version).tags["promotion_decision"] == "promoted"
     assert PromotionDecision.from_dict(json.loads(json.dumps(decision.to_dict()))) == decision
+
+
+def test_a_lock_released_while_the_store_reports_the_clash_is_taken_not_an_error(
+        exported: dict[str, Path], tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race CI met: the store's create, on a name clash, looks the lock up just after its holder released it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    example = load_dataset(tiny_dataset).split("test", normalize=False)[0][:2].numpy()
+    register_model(uri, NAME, exported["onnx"], arch=ARCH, classes=["a", "b", "c", "d"],
+                   metrics={"test_accuracy": 0.5}, input_example=example, test_split="s")
+    client = MlflowClient(uri)
+    lock = NAME + LOCK_SUFFIX
+    client.create_registered_model(lock)  # another promotion holds the lock
+    store = client._get_registry_client().store
+    lookup = store.get_registered_model
+    releases = []
+
+    def holder_releases_first(name: str):  # the holder finishes between the clash and the store's lookup
+        if name == lock and not releases:
+            releases.append(name)
+            store.delete_registered_model(name)
+        return lookup(name)
+
+    monkeypatch.setattr(store, "get_registered_model", holder_releases_first)
+    decision = promote_if_better(client, NAME, 1, **BUDGET)
+    assert releases == [lock] and decision.decision == "promoted"
+    assert [m.name for m in client.search_registered_models(f"name LIKE '{NAME}%'")] == [NAME]  # lock released
 
 
 def test_promote_cli_force_moves_the_alias(registry: tuple[str, list[RegisteredVersion]], tmp_path: Path,
