@@ -17,6 +17,11 @@ template, the run's budget) and measures, side by side on Fashion-MNIST:
    error are compared by their medians (bootstrap s.e.) and a one-sided
    Mann-Whitney U test (learned better).
 
+Searches use seeds ``--first-search-seed`` onward and members are drawn with
+``--member-seed``, so a second run on the same data (same ``--seed``) adds new
+seeds and new members to an earlier one; ``--json`` keeps every search's and
+member's accuracy for pooling.
+
     PYTHONPATH=. python benchmarks/bench_learned_space.py RUN_DIR [--search-seeds 3] [--members 20] [--nas default]
 """
 
@@ -106,7 +111,10 @@ def main() -> None:
     parser.add_argument("--retrain-seeds", type=int, default=2, help="per searched architecture")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
-    parser.add_argument("--seed", type=int, default=0, help="data subsets and member draws")
+    parser.add_argument("--first-search-seed", type=int, default=0, help="searches use seeds from this one on")
+    parser.add_argument("--seed", type=int, default=0, help="data subsets (and member draws by default)")
+    parser.add_argument("--member-seed", type=int, help="random member draws (default: --seed)")
+    parser.add_argument("--json", type=Path, help="write every search's and member's result here")
     parser.add_argument("--nas", choices=("run", "default"), default="run",
                         help="the search in both spaces: the run's settings, or the project's default estimator and "
                              "derivation (for a run evolved with another, e.g. arch_gradient hybrid)")
@@ -133,11 +141,11 @@ def main() -> None:
     pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(data,))
     jobs = [(space.to_dict(), replace(base, seed=seed)) for space in spaces.values()
-            for seed in range(args.search_seeds)]
+            for seed in range(args.first_search_seed, args.first_search_seed + args.search_seeds)]
     searches = list(pool.map(run_search, jobs))
     for s in searches:
         print(f"  search {s['space']} seed {s['seed']}: {s['wall']:.0f}s, derived {s['madds']:,} MAdds", flush=True)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.member_seed is None else args.member_seed)
     members = {name: cost_matched_members(space, target, args.match, args.members, rng)
                for name, space in spaces.items()}
 
@@ -150,10 +158,12 @@ def main() -> None:
     print(f"\n1. same NAS, two spaces ({args.search_seeds} search seeds x {args.retrain_seeds} retrainings each)")
     print(f"{'space':<9} {'seed':>4} {'MAdds':>11}  {'params':>9} {'test acc':>9}  arch")
     per_space: dict[str, list[float]] = {name: [] for name in spaces}
+    searched: list[float] = []
     matched: dict[str, list[float]] = {name: [] for name in spaces}
     for s in searches:
         accuracy = statistics.fmean(scores[(s["arch"], seed)] for seed in range(args.retrain_seeds))
         per_space[s["space"]].append(accuracy)
+        searched.append(accuracy)
         cost = arch_cost(Arch.parse(s["arch"]))
         inside = (1 - args.match) * target <= cost.madds <= target
         if inside:
@@ -178,6 +188,12 @@ def main() -> None:
     print("by input resolution (both spaces' members): " + by_resolution(
         [(arch, 1 - error) for name, found in members.items() for arch, error in zip(found, errors[name])]))
     print(f"wall {time.perf_counter() - start:.0f}s")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "settings": {key: str(value) for key, value in vars(args).items()}, "target": target,
+            "searches": [{**s, "accuracy": accuracy} for s, accuracy in zip(searches, searched)],
+            "members": {name: dict(zip(found, (1 - e for e in errors[name]))) for name, found in members.items()},
+        }, indent=1))
 
 
 if __name__ == "__main__":
