@@ -66,7 +66,7 @@ def cost_matched_members(space: SearchSpace, target: float, match: float, count:
                          attempts: int = 200_000) -> list[str]:
     """``count`` distinct uniform members whose MAdds lie in ``[(1 - match) * target, target]``."""
     found: dict[str, None] = {}
-    for _ in range(attempts):
+    for _ in range(attempts if count > 0 else 0):
         arch = space.sample(rng)
         if (1 - match) * target <= arch_cost(arch).madds <= target:
             found[arch.encode()] = None
@@ -94,6 +94,21 @@ def by_resolution(scored: list[tuple[str, float]]) -> str:
     for arch, accuracy in scored:
         groups.setdefault(Arch.parse(arch).input_size, []).append(accuracy)
     return ", ".join(f"{r} px median {statistics.median(v):.4f} (n={len(v)})" for r, v in sorted(groups.items()))
+
+
+def print_members(errors: dict[str, list[float]], members: dict[str, list[str]], match: float) -> None:
+    """Part 2: the two spaces' distributions of test error, their medians and a rank test."""
+    print(f"\n2. random cost-matched members ({match:.0%} below the target), one training each")
+    for name, values in errors.items():
+        print(f"{name:<9} n={len(values):>3} median error {statistics.median(values):.4f} (s.e. "
+              f"{bootstrap_median_se(values):.4f}), range {min(values):.4f}-{max(values):.4f}")
+    test = mannwhitneyu(errors["learned"], errors["template"], alternative="less")
+    gap = statistics.median(errors["template"]) - statistics.median(errors["learned"])
+    gap_se = (bootstrap_median_se(errors["learned"]) ** 2 + bootstrap_median_se(errors["template"]) ** 2) ** 0.5
+    print(f"median error lower in the learned space by {100 * gap:+.2f} points ({gap / gap_se:+.2f} s.e.); "
+          f"Mann-Whitney U={test.statistic:.0f}, one-sided p={test.pvalue:.3f}")
+    print("by input resolution (both spaces' members): " + by_resolution(
+        [(arch, 1 - error) for name, found in members.items() for arch, error in zip(found, errors[name])]))
 
 
 def main() -> None:
@@ -175,18 +190,9 @@ def main() -> None:
         print(f"* outside the cost window [{1 - args.match:.2f} T, T]; without them:")
         print(compare("cost-matched searches", matched))
 
-    print(f"\n2. random cost-matched members ({args.match:.0%} below the target), one training each")
     errors = {name: [1 - scores[(arch, 0)] for arch in found] for name, found in members.items()}
-    for name, values in errors.items():
-        print(f"{name:<9} n={len(values):>3} median error {statistics.median(values):.4f} (s.e. "
-              f"{bootstrap_median_se(values):.4f}), range {min(values):.4f}-{max(values):.4f}")
-    test = mannwhitneyu(errors["learned"], errors["template"], alternative="less")
-    gap = statistics.median(errors["template"]) - statistics.median(errors["learned"])
-    gap_se = (bootstrap_median_se(errors["learned"]) ** 2 + bootstrap_median_se(errors["template"]) ** 2) ** 0.5
-    print(f"median error lower in the learned space by {100 * gap:+.2f} points ({gap / gap_se:+.2f} s.e.); "
-          f"Mann-Whitney U={test.statistic:.0f}, one-sided p={test.pvalue:.3f}")
-    print("by input resolution (both spaces' members): " + by_resolution(
-        [(arch, 1 - error) for name, found in members.items() for arch, error in zip(found, errors[name])]))
+    if args.members > 0:
+        print_members(errors, members, args.match)
     print(f"wall {time.perf_counter() - start:.0f}s")
     if args.json:
         args.json.write_text(json.dumps({
