@@ -66,12 +66,12 @@ def cost_matched_members(space: SearchSpace, target: float, match: float, count:
                          attempts: int = 200_000) -> list[str]:
     """``count`` distinct uniform members whose MAdds lie in ``[(1 - match) * target, target]``."""
     found: dict[str, None] = {}
-    for _ in range(attempts if count > 0 else 0):
+    for _ in range(attempts):
+        if len(found) >= count:
+            break
         arch = space.sample(rng)
         if (1 - match) * target <= arch_cost(arch).madds <= target:
             found[arch.encode()] = None
-            if len(found) == count:
-                break
     return list(found)
 
 
@@ -173,12 +173,11 @@ def main() -> None:
     print(f"\n1. same NAS, two spaces ({args.search_seeds} search seeds x {args.retrain_seeds} retrainings each)")
     print(f"{'space':<9} {'seed':>4} {'MAdds':>11}  {'params':>9} {'test acc':>9}  arch")
     per_space: dict[str, list[float]] = {name: [] for name in spaces}
-    searched: list[float] = []
     matched: dict[str, list[float]] = {name: [] for name in spaces}
-    for s in searches:
-        accuracy = statistics.fmean(scores[(s["arch"], seed)] for seed in range(args.retrain_seeds))
+    accuracies = [statistics.fmean(scores[(s["arch"], seed)] for seed in range(args.retrain_seeds))
+                  for s in searches]
+    for s, accuracy in zip(searches, accuracies):
         per_space[s["space"]].append(accuracy)
-        searched.append(accuracy)
         cost = arch_cost(Arch.parse(s["arch"]))
         inside = (1 - args.match) * target <= cost.madds <= target
         if inside:
@@ -197,7 +196,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "settings": {key: str(value) for key, value in vars(args).items()}, "target": target,
-            "searches": [{**s, "accuracy": accuracy} for s, accuracy in zip(searches, searched)],
+            "searches": [{**s, "accuracy": accuracy} for s, accuracy in zip(searches, accuracies)],
             "members": {name: dict(zip(found, (1 - e for e in errors[name]))) for name, found in members.items()},
         }, indent=1))
 
