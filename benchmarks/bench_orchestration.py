@@ -3,20 +3,22 @@
 Measured side by side in one run, on the same space, data and settings:
 
 1. the search called directly in this process (1 torch thread);
-2. the same search through Ray Tune + Ray Train (1 worker, 1 CPU) — the path every
-   candidate space takes in ``autospace run`` — wall time of the whole
-   ``evaluate_spaces`` call, and the search time measured inside the worker;
-3. the same through 2 Train workers (data-parallel, 1 CPU each);
+2. the same search through Ray Tune with 1 worker of 1 CPU — the path every candidate
+   space takes in ``autospace run`` by default: the Tune trial searches in its own
+   process — wall time of the whole ``evaluate_spaces`` call, and the search time
+   measured inside the trial;
+3. the same through a Ray Train worker group of 2 workers in the trial (data-parallel,
+   1 CPU each);
 4. with ``--spaces N`` (and ``--generations G``): G calls ("generations") of N copies
-   of the space each through one slot that lives across the calls (one Tune trial,
-   one Train worker group that searches them one after another, as ``autospace run``
+   of the space each through one slot that lives across the calls (one Tune trial
+   that searches them one after another, as ``autospace run``
    does for its generations and final search), against G x N direct searches run
    in this process before each call (interleaved, so both sides see the same
    machine): the fixed start is paid once per slot and run, not once per space.
 
 Prints the overhead of (2) over (1) and its fixed part (everything around the
-search itself: Tune's trial, the Train controller and worker-group start, gloo
-set-up, data loading in the worker), and the samples/s of (3) over (2) in the
+search itself: Tune's trial, with 2 workers the Train controller and worker-group
+start and gloo set-up, data loading in the trial or worker), and the samples/s of (3) over (2) in the
 search's training epochs (derivation, cell evidence and the derived child's
 fine-tuning run in full on every rank, so the whole call does not split), for
 each search batch size asked for (the all-reduce costs the same per step whatever
@@ -44,7 +46,7 @@ import torch
 
 from pipeline.cluster import ensure_ray
 from pipeline.config import load_config
-from pipeline.ray_eval import SearchSlots, evaluate_spaces
+from pipeline.ray_eval import SearchSlots, evaluate_spaces, searches_in_trial
 from pipeline.search_job import dataset_info, load_search_data, load_space, search_settings
 from pipeline.tables import format_table
 from spaces.search import SearchData, SearchResult, SearchSettings, search
@@ -111,7 +113,9 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
             raise SystemExit(f"trial failed: {evaluation.error}")
         inner = evaluation.result.wall_seconds
         timings[workers] = _training_seconds(evaluation.result)
-        rows.append([f"Ray Tune + Train, {workers} worker(s)", f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
+        path = "Ray Tune, 1 worker (in the trial)" if searches_in_trial(workers) else \
+            f"Ray Tune + Train, {workers} workers"
+        rows.append([path, f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
                      f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
                      f"{100 * (total - direct_s) / direct_s:+.0f}%"])
     if args.spaces * args.generations > 1:

@@ -20,13 +20,15 @@ alone is rewritten to the routable address). Joining a cluster is left as it is.
 Ray's token authentication stays on by default: do not set ``RAY_AUTH_MODE=disabled``
 outside tests.
 
-Node loss. The run's orchestration (the evolution actor, each search trial's
-function and so its Train controller, which Ray puts on its caller's node) is
-pinned to the head node with :data:`ON_HEAD`; only Train workers go elsewhere.
-Losing the head loses the cluster whatever runs there, so this way a lost worker
-node only costs the worker groups it held, which Ray Train restarts on the nodes
-left (``ray.max_failures``), from their checkpoints. Left to Ray's default
-scheduling, these zero-CPU actors may land on any node, and losing that node
+Node loss. The run's orchestration (the evolution actor, and a search trial
+function that runs a Train job, with its Train controller, which Ray puts on its
+caller's node) is pinned to the head node with :data:`ON_HEAD`; only work that reserves CPUs goes elsewhere: Train
+workers, and the one-worker search trials, which search in their own process
+(:mod:`pipeline.ray_eval`). Losing the head loses the cluster whatever runs
+there, so this way a lost worker node only costs the workers it held, which Ray
+Train (a worker group) or Tune (a one-worker trial) restarts on the nodes left
+(``ray.max_failures``), from their checkpoints. Left to Ray's default
+scheduling, the zero-CPU actors may land on any node, and losing that node
 failed its trials outright, or the whole run.
 
 Train set-up. The evolution's searches (:mod:`pipeline.ray_eval`) and the deploy
@@ -52,7 +54,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from pipeline.config import Config, ConfigError
 
 __all__ = ["HEALTH_CHECK_ENV", "LOCAL", "ON_HEAD", "check_reachable", "ensure_ray", "fail_once", "init_address",
-           "torch_trainer", "worker_groups_that_fit"]
+           "torch_trainer", "worker_groups_that_fit", "worker_threads"]
 
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 LOCAL = "local"  # ray.init's address for "start a new local Ray, whatever else runs on the machine"
@@ -142,11 +144,16 @@ def torch_trainer(worker: Callable[[dict[str, Any]], Any], loop_config: dict[str
     """
     return TorchTrainer(
         worker,
-        train_loop_config={**loop_config, "threads": max(1, int(cpus_per_worker))},
+        train_loop_config={**loop_config, "threads": worker_threads(cpus_per_worker)},
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus_per_worker}),
         run_config=train.RunConfig(storage_path=str(storage), name=name,
                                    failure_config=train.FailureConfig(max_failures=max_failures)))
+
+
+def worker_threads(cpus: float) -> int:
+    """The torch threads a worker's ``cpus`` pay for: whole CPUs, at least 1."""
+    return max(1, int(cpus))
 
 
 def fail_once(marker: Path, message: str = "injected fault") -> None:

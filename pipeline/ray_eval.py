@@ -1,18 +1,21 @@
-"""Score candidate spaces on Ray: Tune trials as slots, each a Train worker group that lives across generations.
+"""Score candidate spaces on Ray: Tune trials as slots that live across generations, searching space after space.
 
 A :class:`SearchSlots` object runs ``min(trial_capacity, width)`` concurrent Ray
 Tune trials, the *slots*, from its first :meth:`~SearchSlots.evaluate` call to
 :meth:`~SearchSlots.close`; a run keeps one for all its generations and its final
-search. Each slot's trial function runs one Ray Train ``TorchTrainer`` whose
-``ray.workers_per_trial`` gloo workers search (:func:`spaces.search.search`,
-data-parallel) one space after another, call after call: each call writes its
-spaces as a *batch* file under the slots' control directory, rank 0 of an idle
-slot claims the next unclaimed space of the oldest batch by creating
-``<storage>/space-<i>/claim`` (exclusive create, so two slots never take the same
-space, on any node that sees the storage) and broadcasts it; with nothing to
-claim it polls until a batch comes or the slots are closed. A worker group's
-start (worker processes, torch, gloo, the data set; ~10-14 s on 2 cores) and a
-Tune trial's (~3 s) are so paid once per slot and run instead of once per space.
+search. A slot searches (:func:`spaces.search.search`) one space after another,
+call after call: each call writes its spaces as a *batch* file under the slots'
+control directory, rank 0 of an idle slot claims the next unclaimed space of the
+oldest batch by creating ``<storage>/space-<i>/claim`` (exclusive create, so two
+slots never take the same space, on any node that sees the storage) and
+broadcasts it; with nothing to claim it polls until a batch comes or the slots
+are closed. With ``ray.workers_per_trial: 1`` (the default) the trial searches in
+its own process, which reserves the worker's CPUs: a Ray Train worker group would
+add its start (controller, worker processes, torch, gloo; ~10 s a slot on 2 cores,
+twice that for two slots starting together) and distribute nothing. With more
+workers the trial function runs one Ray Train ``TorchTrainer`` whose gloo workers
+search each space data-parallel. Either way the start (and a Tune trial's, ~3 s)
+is paid once per slot and run instead of once per space.
 Searches of unequal length balance themselves: a slot that finishes early takes
 the next space. :func:`evaluate_spaces` is the one-call form (slots opened for
 one batch and closed).
@@ -26,28 +29,32 @@ rank would have to join, and a files-in-storage record survives a lost worker
 group. A call clears the claims and outcomes an earlier call left in its
 storage, so every space is searched again, from its checkpoint.
 
-Retries happen in one layer only, Ray Train's: a failed worker group is
-restarted inside the same trial (no new trial actor or controller) and takes up
-the space it had claimed, from its checkpoint ``space-<i>/search.pt``. Each space
-gets ``1 + ray.max_failures`` attempts (worker groups taking it up; rank 0 logs
-each to ``space-<i>/attempts``): a group that restarts on a space that used them
-all records it as failed, with the last error a worker logged in
-``space-<i>/errors``, and goes on with the next space. Train's own budget is
-sized so that every space the slots may search (``total``) can use its attempts.
-Tune's retries are off; a slot whose trial still fails writes why to
+Retries happen in one layer only: Tune's for a slot that searches in its trial
+(the failed trial is restarted, in a new process, on any node with the CPUs),
+Ray Train's for a worker group (restarted inside the same trial: no new trial
+actor or controller). Either way the restarted slot takes up the space it had
+claimed, from its checkpoint ``space-<i>/search.pt``. Each space gets
+``1 + ray.max_failures`` attempts (a slot taking it up; rank 0 logs each to
+``space-<i>/attempts``): a slot that restarts on a space that used them all
+records it as failed, with the last error logged in ``space-<i>/errors``, and
+goes on with the next space. The retrying layer's budget is sized so that every
+space the slots may search (``total``) can use its attempts; the other layer's
+retries are off. A Train slot whose worker group still fails writes why to
 ``slot-<k>.json`` in the control directory, and leaves its claimed space failed
 with that error; the other slots go on. When no slot is left, the call's
 unclaimed spaces fail with the slots' error and the next call starts new slots.
 :meth:`SearchSlots.evaluate` never raises for a search's failure.
 
-Where work ran. Each worker-group start first gathers every rank's Ray node (id,
-hostname, node IP) and process id (one all-gather) and rank 0 appends it to
-``space-<i>/placements.jsonl`` of every space it starts or takes up; the
-evaluation's ``placements`` are its attempts' lines (:mod:`pipeline.placement`).
-Trial functions are pinned to the head node (:data:`~pipeline.cluster.ON_HEAD`),
-and with them the Train controllers (Ray puts a controller on its caller's
-node): a lost worker node then takes only Train workers with it, which the
-controller restarts on the nodes left.
+Where work ran. Each slot's start (or worker group's) first gathers every rank's
+Ray node (id, hostname, node IP) and process id (one all-gather) and rank 0
+appends it to ``space-<i>/placements.jsonl`` of every space it starts or takes
+up; the evaluation's ``placements`` are its attempts' lines
+(:mod:`pipeline.placement`). A trial that searches itself goes to any node with
+the CPUs; when its node is lost, Tune restarts it on the nodes left. A trial
+function that runs a Train job is pinned to the head node
+(:data:`~pipeline.cluster.ON_HEAD`), and with it the Train controller (Ray puts a
+controller on its caller's node): a lost worker node then takes only Train
+workers with it, which the controller restarts on the nodes left.
 
 Deterministic errors are not retried. A :class:`~spaces.errors.UserError` (a
 tampered or foreign checkpoint, a config the search rejects) would fail the same
@@ -57,18 +64,19 @@ checkpoint, data and config before the first collective, so all ranks stop
 together. A user error before any space (the data set cannot be read) ends the
 slot and marks every space left as failed on the user's input.
 
-Resources. Each Train worker reserves ``ray.cpus_per_worker`` CPUs, from the
-slots' start to their close, idle between calls: the owner does its own work
+Resources. Each worker (the trial itself, or each Train worker) reserves
+``ray.cpus_per_worker`` CPUs, from the slots' start to their close, idle between calls: the owner does its own work
 between calls (the evolution's update, latency measurements) in processes that
 reserve no CPU, and closes the slots before anything that needs the CPUs (the
 deploy stage). Idle workers other than rank 0 wait in a broadcast, which gloo
 times out after Ray Train's 30 minutes. After a node loss the cluster may hold
 fewer worker groups than there are slots: a call then asks idle slots to end
-(``retire-<k>`` in the control directory), since a worker group that Ray Train
-restarts on the nodes left waits for CPUs (its placement retried every 60 s),
-which an idle slot would otherwise hold for good. The trial function only waits on
-``fit()``, so it reserves a little memory and no CPU (Tune rejects an empty
-request): trials then never hold CPUs their own workers need. No early
+(``retire-<k>`` in the control directory), since a slot restarted on the nodes
+left (a trial by Tune, a worker group by Ray Train, whose placement is retried
+every 60 s) waits for CPUs, which an idle slot would otherwise hold for good. A
+trial function that runs a Train job only waits on ``fit()``, so it reserves a
+little memory and no CPU (Tune rejects an empty request): trials then never hold
+CPUs their own workers need. No early
 stopping: Tune stopping a Train-in-Tune trial leaks its workers' CPUs (see
 STACK-NOTES), so every trial runs to its end.
 
@@ -106,7 +114,8 @@ import torch
 import torch.distributed as dist
 from ray import train, tune
 
-from pipeline.cluster import ON_HEAD, ensure_ray, fail_once, torch_trainer, worker_groups_that_fit
+from pipeline.cluster import (ON_HEAD, ensure_ray, fail_once, torch_trainer, worker_groups_that_fit,
+                              worker_threads)
 from pipeline.config import Config, ConfigError
 from pipeline.latency_table import load_table, measure_spaces
 from pipeline.placement import PLACEMENTS, Placement, read_placements
@@ -117,7 +126,7 @@ from spaces.errors import UserError
 from spaces.search import SearchData, SearchResult, WarmStart, search
 from spaces.space import SearchSpace
 
-__all__ = ["SearchSlots", "SpaceEvaluation", "evaluate_spaces", "trial_capacity"]
+__all__ = ["SearchSlots", "SpaceEvaluation", "evaluate_spaces", "searches_in_trial", "trial_capacity"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,14 +182,14 @@ class SearchSlots:
     """Slots that search the spaces of every :meth:`evaluate` call until :meth:`close` (module docstring).
 
     Started by the first :meth:`evaluate` (after its latency measurements, which must
-    not run beside a worker group's start or a search), and again by a call that finds
-    every slot ended. A caller that has other set-up to do (a run's tracking, its first
-    generation) calls :meth:`start` first, so that their ~14 s start (Tune trial, Train
-    worker group, data) overlaps it.
+    not run beside a slot's start or a search), and again by a call that finds every
+    slot ended. A caller that has other set-up to do (a run's tracking, its first
+    generation) calls :meth:`start` first, so that their start (Tune trial, data, a
+    Train worker group where a slot has several workers) overlaps it.
 
     Args:
         config: the pipeline config (search, budget, data limits, ray sections).
-        data_path: the Parquet data set; every worker group loads it once.
+        data_path: the Parquet data set; every slot (each of its workers) loads it once.
         storage: where the slots' Tune experiment, Train runs and control files live.
         name: the Tune experiment's name (Train runs are ``<name>-slot-<k>``).
         width: the most spaces one call evaluates (slots beyond that would idle).
@@ -279,17 +288,18 @@ class SearchSlots:
         self._batches, self._grid, self._error = 0, None, None
         self.slots = min(trial_capacity(self.config), self.width)
         ray_config = self.config.ray
+        retries = (1 + ray_config.max_failures) * self.total  # every space can use its attempts
+        in_trial = searches_in_trial(ray_config.workers_per_trial)
         trainable = tune.with_parameters(
             _run_slot, control=str(self.control), config=self.config.model_dump(mode="json"),
-            data_path=str(self.data_path), storage=str(self.storage), name=name,
-            max_failures=(1 + ray_config.max_failures) * self.total,  # every space can use its attempts
+            data_path=str(self.data_path), storage=str(self.storage), name=name, max_failures=retries,
             faults={key: os.environ.get(key) for key in (FAULT_ONCE_ENV, FAULT_ALWAYS_ENV)})
         tuner = tune.Tuner(
-            tune.with_resources(trainable, TRIAL_RESOURCES),
+            tune.with_resources(trainable, {"cpu": ray_config.cpus_per_worker} if in_trial else TRIAL_RESOURCES),
             param_space={"slot": tune.grid_search(list(range(self.slots)))},
             tune_config=tune.TuneConfig(max_concurrent_trials=self.slots),
             run_config=tune.RunConfig(storage_path=str(self.storage), name=name, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+                                      failure_config=tune.FailureConfig(max_failures=retries if in_trial else 0)))
         logger.info("starting %d search slots under %s", self.slots, self.storage / name)
         self._thread = threading.Thread(target=self._fit, args=(tuner,), name=f"search-slots-{name}", daemon=True)
         self._thread.start()
@@ -418,25 +428,33 @@ def _read_json(path: Path) -> Any:
 
 def _run_slot(params: dict[str, Any], *, control: str, config: dict, data_path: str, storage: str, name: str,
               max_failures: int, faults: dict[str, str | None]) -> None:
-    """Tune trial function: one Train job that searches the batches' spaces until the slots are closed."""
+    """Tune trial function: search the batches' spaces until the slots are closed, here (one worker) or in
+    one Train job of ``ray.workers_per_trial`` workers (module docstring)."""
     slot = int(params["slot"])
     ray_config = Config.model_validate(config).ray
-    trainer = torch_trainer(
-        _slot_worker,
-        {"slot": slot, "control": control, "config": config, "data_path": data_path, "faults": faults,
-         "max_attempts": 1 + ray_config.max_failures},
-        workers=ray_config.workers_per_trial, cpus_per_worker=ray_config.cpus_per_worker,
-        storage=Path(storage) / "train", name=f"{name}-slot-{slot}", max_failures=max_failures)
+    loop_config = {"slot": slot, "control": control, "config": config, "data_path": data_path, "faults": faults,
+                   "max_attempts": 1 + ray_config.max_failures}
     row: dict[str, Any] = {"slot": slot, "failure": "", "input_error": False}
-    try:
-        result = trainer.fit()
-    except train.TrainingFailedError as err:
-        row["failure"] = str(err)
+    if searches_in_trial(ray_config.workers_per_trial):  # an error ends the trial: Tune restarts it
+        returned = _slot_worker({**loop_config, "threads": worker_threads(ray_config.cpus_per_worker)})
     else:
-        if isinstance(result.return_value, dict) and INPUT_ERROR_KEY in result.return_value:
-            row.update(failure=result.return_value[INPUT_ERROR_KEY], input_error=True)
+        trainer = torch_trainer(_slot_worker, loop_config, workers=ray_config.workers_per_trial,
+                                cpus_per_worker=ray_config.cpus_per_worker, storage=Path(storage) / "train",
+                                name=f"{name}-slot-{slot}", max_failures=max_failures)
+        try:
+            returned = trainer.fit().return_value
+        except train.TrainingFailedError as err:
+            returned, row["failure"] = None, str(err)
+    if isinstance(returned, dict) and INPUT_ERROR_KEY in returned:
+        row.update(failure=returned[INPUT_ERROR_KEY], input_error=True)
     write_json(Path(control) / f"slot-{slot}.json", row)  # read while the other slots go on
     tune.report(row)
+
+
+def searches_in_trial(workers: int) -> bool:
+    """Whether a slot searches in its Tune trial's own process: with one worker there is nothing to
+    distribute, and a Train worker group's start (~10 s a slot) would buy nothing."""
+    return workers == 1
 
 
 class _Batches:
@@ -460,7 +478,8 @@ class _Batches:
 
 
 def _slot_worker(loop_config: dict[str, Any]) -> dict | None:
-    """Train worker loop: search the spaces rank 0 claims, one after another, on this rank's share of every batch.
+    """A slot's loop, in each Train worker or in the trial itself: search the spaces rank 0 claims, one after
+    another, on this rank's share of every batch.
 
     A user error before the first space (the data set) is returned, not raised, so that
     Ray Train does not retry it (module docstring).
@@ -472,7 +491,7 @@ def _slot_worker(loop_config: dict[str, Any]) -> dict | None:
         data = load_search_data(config, Path(loop_config["data_path"]))
     except UserError as err:
         return {INPUT_ERROR_KEY: f"{type(err).__name__}: {err}"}
-    rank = train.get_context().get_world_rank()
+    rank = _rank()
     batches = _Batches(Path(loop_config["control"]))
     while (work := _from_rank_0(_next_space(batches, loop_config, placement) if rank == 0 else None)) is not None:
         name, index = work
@@ -513,7 +532,7 @@ def _take_space(batch: dict[str, Any], slot: int, max_attempts: int, placement: 
             return _start_attempt(space_dir, placement, index)
         errors = (space_dir / ERRORS).read_text().splitlines() if (space_dir / ERRORS).exists() else []
         write_json(space_dir / OUTCOME, _outcome(claim, None, errors[-1] if errors else
-                                                  "its worker group was lost (a worker process or node died)"))
+                                                  "its slot was lost (a worker process or node died)"))
     for index in range(count):
         space_dir = _space_dir(storage, index)
         if _claim(space_dir, slot):
@@ -554,8 +573,8 @@ def _outcome(claim: dict[str, Any], result: dict | None, error: str | None,
 def _search_space(batch: dict[str, Any], index: int, config: Config, data: SearchData,
                   faults: dict[str, str | None]) -> None:
     """One space's search on every rank; rank 0 records its outcome. Any other error is logged and raised,
-    so that Ray Train restarts the worker group on it."""
-    rank = train.get_context().get_world_rank()
+    so that Ray Train restarts the worker group (Tune the trial) on it."""
+    rank = _rank()
     space_dir = _space_dir(Path(batch["storage"]), index)
     result, error = None, None
     try:
@@ -576,6 +595,11 @@ def _search_space(batch: dict[str, Any], index: int, config: Config, data: Searc
         raise
     if rank == 0:
         write_json(space_dir / OUTCOME, _outcome(_read_json(space_dir / CLAIM), result, error, error is not None))
+
+
+def _rank() -> int:
+    """This process's rank in its worker group (0 in a trial that searches itself)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _from_rank_0(value: Any) -> Any:
