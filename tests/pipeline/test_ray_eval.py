@@ -109,7 +109,7 @@ def test_a_slot_takes_the_first_unclaimed_space_and_after_a_restart_the_one_it_l
     assert not (tmp_path / "space-0" / "claim").exists() and not (tmp_path / "space-0" / "outcome.json").exists()
 
 
-def test_one_slot_searches_every_space_with_one_worker_group(ray_cluster: dict[str, float], tiny_dataset: Path,
+def test_one_slot_searches_every_space_in_one_process(ray_cluster: dict[str, float], tiny_dataset: Path,
                                                              tmp_path: Path) -> None:
     spaces = [space_at(12), space_at(8), space_at(10)]
     config = tiny_config(tiny_dataset, "ray.max_concurrent_trials=1")
@@ -145,7 +145,7 @@ def test_two_spaces_are_searched_concurrently_and_come_back_in_order(ray_cluster
     assert again.ok and again.result.warm_started == len(load_pool(pool))
 
 
-def test_slots_live_across_calls_one_worker_group_searches_every_generation(
+def test_slots_live_across_calls_one_process_searches_every_generation(
         ray_cluster: dict[str, float], tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_dataset, "ray.max_concurrent_trials=1")
     with SearchSlots(config, tiny_dataset, tmp_path / "slots", "searches", width=2, total=3) as slots:
