@@ -22,7 +22,9 @@ start and gloo set-up, data loading in the trial or worker), and the samples/s o
 search's training epochs (derivation, cell evidence and the derived child's
 fine-tuning run in full on every rank, so the whole call does not split), for
 each search batch size asked for (the all-reduce costs the same per step whatever
-the batch, so 2 workers pay off from some batch size on). ``--nodes 2`` runs the Ray
+the batch, so 2 workers pay off from some batch size on); ``--repeats R`` runs the 1-
+and 2-worker rows R times, interleaved, and gives that ratio's mean ± s.e. over the
+rounds (one run's ratio moves by tens of percent on a shared 2-core machine). ``--nodes 2`` runs the Ray
 rows on a real 2-node cluster on this machine (``ray start`` head + worker, 1 CPU
 each, as ``tests/ray_nodes.py`` starts it): the trial and its workers then
 spread over nodes. Usage::
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, nargs="+", help="search batch sizes (default: the config's)")
     parser.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="Ray nodes of 1 CPU each (2: ray start)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the 1- and 2-worker rows (mean ± s.e.)")
     parser.add_argument("--spaces", type=int, default=1, help="also search N spaces per call through one slot")
     parser.add_argument("--generations", type=int, default=1, help="calls of --spaces spaces through that slot")
     args = parser.parse_args()
@@ -84,7 +88,8 @@ def main() -> None:
 
 
 def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
-    """One table (direct, Ray 1 worker, Ray 2 workers); returns 2 workers' samples/s over 1 worker's."""
+    """One table (direct, then ``args.repeats`` rounds of Ray 1 worker and Ray 2 workers); returns 2 workers'
+    samples/s over 1 worker's, the mean over rounds."""
     config = load_config(args.config, overrides)
     data_path, info = dataset_info(config)
     space = load_space(config, info)
@@ -102,30 +107,36 @@ def _compare(args: argparse.Namespace, overrides: list[str]) -> float:
         print(joined)
     rows = [["direct (this process)", f"{direct_s:.1f}", "-", f"{direct.wall_seconds:.1f}",
              f"{samples / direct_s:.0f}", f"{samples / _training_seconds(direct):.0f}", "-"]]
-    timings = {}
-    for workers in (1, 2):
-        config_w = load_config(args.config, overrides + [f"ray.workers_per_trial={workers}"])
-        with tempfile.TemporaryDirectory() as storage:
-            start = time.perf_counter()
-            evaluation = evaluate_spaces([space], config_w, data_path, Path(storage), f"bench-{workers}")[0]
-            total = time.perf_counter() - start
-        if not evaluation.ok:
-            raise SystemExit(f"trial failed: {evaluation.error}")
-        inner = evaluation.result.wall_seconds
-        timings[workers] = _training_seconds(evaluation.result)
-        path = "Ray Tune, 1 worker (in the trial)" if searches_in_trial(workers) else \
-            f"Ray Tune + Train, {workers} workers"
-        rows.append([path, f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
-                     f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
-                     f"{100 * (total - direct_s) / direct_s:+.0f}%"])
+    ratios = []
+    for _ in range(args.repeats):  # interleaved rounds: this machine's speed drifts between runs
+        timings = {}
+        for workers in (1, 2):
+            config_w = load_config(args.config, overrides + [f"ray.workers_per_trial={workers}"])
+            with tempfile.TemporaryDirectory() as storage:
+                start = time.perf_counter()
+                evaluation = evaluate_spaces([space], config_w, data_path, Path(storage), f"bench-{workers}")[0]
+                total = time.perf_counter() - start
+            if not evaluation.ok:
+                raise SystemExit(f"trial failed: {evaluation.error}")
+            inner = evaluation.result.wall_seconds
+            timings[workers] = _training_seconds(evaluation.result)
+            path = "Ray Tune, 1 worker (in the trial)" if searches_in_trial(workers) else \
+                f"Ray Tune + Train, {workers} workers"
+            rows.append([path, f"{total:.1f}", f"{total - inner:.1f}", f"{inner:.1f}",
+                         f"{samples / inner:.0f}", f"{samples / timings[workers]:.0f}",
+                         f"{100 * (total - direct_s) / direct_s:+.0f}%"])
+        ratios.append(timings[1] / timings[2])
     if args.spaces * args.generations > 1:
         rows += _one_slot_rows(args, overrides, space, data_path, data, settings)
     print(f"\nspace {space.name}: {space.cardinality} archs; {args.train} train images x {args.epochs} epochs; "
           f"batch {settings.batch_size}; {args.nodes} Ray node(s)")
     print(format_table(["path", "wall s", "fixed s", "search s (inside)", "samples/s (inside)",
                         "samples/s (training)", "overhead vs direct"], rows))
-    print(f"2 workers vs 1 worker, samples/s of the training epochs: {timings[1] / timings[2]:.2f}x")
-    return timings[1] / timings[2]
+    mean = statistics.fmean(ratios)
+    spread = f" ± {statistics.stdev(ratios) / len(ratios) ** 0.5:.2f} (s.e.; rounds: " \
+        f"{', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+    print(f"2 workers vs 1 worker, samples/s of the training epochs: {mean:.2f}x{spread}")
+    return mean
 
 
 def _one_slot_rows(args: argparse.Namespace, overrides: list[str], space: SearchSpace, data_path: Path,
