@@ -18,14 +18,14 @@ Measured side by side in one run, on the same space, data and settings:
 
 Prints the overhead of (2) over (1) and its fixed part (everything around the
 search itself: Tune's trial, with 2 workers the Train controller and worker-group
-start and gloo set-up, data loading in the trial or worker), and the samples/s of (3) over (2) in the
-search's training epochs (derivation, cell evidence and the derived child's
+start and gloo set-up, data loading in the trial or worker), and the samples/s
+of (3) over (2) in the search's training epochs (derivation, cell evidence and the derived child's
 fine-tuning run in full on every rank, so the whole call does not split), for
 each search batch size asked for (the all-reduce costs the same per step whatever
 the batch, so 2 workers pay off from some batch size on); ``--repeats R`` runs the 1-
 and 2-worker rows R times, interleaved, and gives that ratio's mean ± s.e. over the
-rounds (one run's ratio moves by tens of percent on a shared 2-core machine). ``--nodes 2`` runs the Ray
-rows on a real 2-node cluster on this machine (``ray start`` head + worker, 1 CPU
+rounds (one run's ratio moves by tens of percent on a shared 2-core machine).
+``--nodes 2`` runs the Ray rows on a real 2-node cluster on this machine (``ray start`` head + worker, 1 CPU
 each, as ``tests/ray_nodes.py`` starts it): the trial and its workers then
 spread over nodes. Usage::
 

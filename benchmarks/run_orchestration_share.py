@@ -26,15 +26,18 @@ from pipeline.tables import format_table
 def share(run_dir: Path) -> list[object]:
     """One row: the first search's start after the first batch, the critical path, the longest searches
     summed, the rest and its share."""
-    control = next((run_dir / "slots" / "control").iterdir())
-    batches = sorted((control / "batches").glob("*.json"))
+    batches = sorted((run_dir / "slots" / "control").glob("*/batches/*.json"))
     if not batches:
-        raise SystemExit(f"{run_dir}: no batch files under {control / 'batches'}; is it a finished run?")
+        raise SystemExit(f"{run_dir}: no batch files under slots/control/*/batches; give the directory of a "
+                         "finished `autospace run`")
     handed = [path.stat().st_mtime for path in batches]
     searched, last_outcome, first_start = 0.0, 0.0, None
     for path in batches:
         storage = Path(json.loads(path.read_text())["storage"])
-        outcomes = [(p.stat().st_mtime, json.loads(p.read_text())) for p in sorted(storage.glob("space-*/outcome.json"))]
+        outcomes = [(p.stat().st_mtime, outcome) for p in sorted(storage.glob("space-*/outcome.json"))
+                    if (outcome := json.loads(p.read_text()))["result"] is not None]  # failed searches have no time
+        if not outcomes:
+            raise SystemExit(f"{run_dir}: no search of the batch {path.name} ({storage}) succeeded")
         searched += max(o["result"]["wall_seconds"] for _, o in outcomes)
         last_outcome = max(last_outcome, *(t for t, _ in outcomes))
         if first_start is None:

@@ -22,8 +22,8 @@ outside tests.
 
 Node loss. The run's orchestration (the evolution actor, and a search trial
 function that runs a Train job, with its Train controller, which Ray puts on its
-caller's node) is pinned to the head node with :data:`ON_HEAD`; only work that reserves CPUs goes elsewhere: Train
-workers, and the one-worker search trials, which search in their own process
+caller's node) is pinned to the head node with :data:`ON_HEAD`; only work that
+reserves CPUs goes elsewhere: Train workers, and the one-worker search trials, which search in their own process
 (:mod:`pipeline.ray_eval`). Losing the head loses the cluster whatever runs
 there, so this way a lost worker node only costs the workers it held, which Ray
 Train (a worker group) or Tune (a one-worker trial) restarts on the nodes left

@@ -65,8 +65,8 @@ together. A user error before any space (the data set cannot be read) ends the
 slot and marks every space left as failed on the user's input.
 
 Resources. Each worker (the trial itself, or each Train worker) reserves
-``ray.cpus_per_worker`` CPUs, from the slots' start to their close, idle between calls: the owner does its own work
-between calls (the evolution's update, latency measurements) in processes that
+``ray.cpus_per_worker`` CPUs, from the slots' start to their close, idle between
+calls: the owner does its own work between calls (the evolution's update, latency measurements) in processes that
 reserve no CPU, and closes the slots before anything that needs the CPUs (the
 deploy stage). Idle workers other than rank 0 wait in a broadcast, which gloo
 times out after Ray Train's 30 minutes. After a node loss the cluster may hold
@@ -124,6 +124,7 @@ from pipeline.search_job import load_search_data, search_settings
 from pipeline.weight_pool import SEARCH_WEIGHTS_FILE, load_pool
 from spaces.errors import UserError
 from spaces.search import SearchData, SearchResult, WarmStart, search
+from spaces.training import world
 from spaces.space import SearchSpace
 
 __all__ = ["SearchSlots", "SpaceEvaluation", "evaluate_spaces", "searches_in_trial", "trial_capacity"]
@@ -482,7 +483,7 @@ def _slot_worker(loop_config: dict[str, Any]) -> dict | None:
     another, on this rank's share of every batch.
 
     A user error before the first space (the data set) is returned, not raised, so that
-    Ray Train does not retry it (module docstring).
+    neither Tune nor Ray Train retries it (module docstring).
     """
     torch.set_num_threads(loop_config["threads"])
     placement = _gather_placement()
@@ -491,7 +492,7 @@ def _slot_worker(loop_config: dict[str, Any]) -> dict | None:
         data = load_search_data(config, Path(loop_config["data_path"]))
     except UserError as err:
         return {INPUT_ERROR_KEY: f"{type(err).__name__}: {err}"}
-    rank = _rank()
+    rank, _ = world()
     batches = _Batches(Path(loop_config["control"]))
     while (work := _from_rank_0(_next_space(batches, loop_config, placement) if rank == 0 else None)) is not None:
         name, index = work
@@ -574,7 +575,7 @@ def _search_space(batch: dict[str, Any], index: int, config: Config, data: Searc
                   faults: dict[str, str | None]) -> None:
     """One space's search on every rank; rank 0 records its outcome. Any other error is logged and raised,
     so that Ray Train restarts the worker group (Tune the trial) on it."""
-    rank = _rank()
+    rank, _ = world()
     space_dir = _space_dir(Path(batch["storage"]), index)
     result, error = None, None
     try:
@@ -595,11 +596,6 @@ def _search_space(batch: dict[str, Any], index: int, config: Config, data: Searc
         raise
     if rank == 0:
         write_json(space_dir / OUTCOME, _outcome(_read_json(space_dir / CLAIM), result, error, error is not None))
-
-
-def _rank() -> int:
-    """This process's rank in its worker group (0 in a trial that searches itself)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _from_rank_0(value: Any) -> Any:
